@@ -1,0 +1,118 @@
+"""Pieces of the training objective: data-fit weighting and box constraints.
+
+Data fit.  Plain least squares ||A x - y||^2 is badly conditioned for
+tomography: A^T A damps frequency |w| of the image like 1/|w|, so gradient
+methods (SIRT, and an INR trained on it) recover fine detail last and
+slowly.  Weighting the residual by the ramp filter along the detector,
+||R^(1/2) (A x - y)||^2, makes A^T R A close to the identity for parallel beam
+(this is why FBP works), so the network sees an image-domain-like problem and
+fits edges as fast as smooth parts.  Both losses share their minimisers when
+the data are consistent; the ramp weighting only changes the path (and, for
+noisy data, trusts high frequencies as FBP does).  The ramp is the discrete
+Ram-Lak filter of Kak & Slaney (h[0] = 1/4, h[odd n] = -1/(pi n)^2), whose
+response is positive at zero frequency, so the mean of each projection still
+counts.
+
+Constraints.  ``clamp_inward`` clamps values to [lo, hi] but lets the
+gradient through where it points back into the interval, so a region that
+fell below ``MinConstraint`` is pulled back instead of freezing (a plain
+clamp has zero gradient there and a network whose output starts below the
+bound never recovers).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DataFit", "clamp_inward", "ramp_response"]
+
+
+def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Frequency response of the discrete Ram-Lak filter for zero-padded rows.
+
+    Parameters
+    ----------
+    n_detectors : int
+        Detector columns; rows are zero-padded to the next power of two
+        >= 2 * n_detectors so the filtering is linear, not circular.
+
+    Returns
+    -------
+    torch.Tensor
+        float32, shape ``(n_fft // 2 + 1,)``, real and positive, max about 1/2.
+    """
+    n_fft = 1 << int(2 * n_detectors - 1).bit_length()
+    k = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.minimum(k, n_fft - k)                     # circular distance
+    h = torch.zeros(n_fft, dtype=torch.float64)
+    h[0] = 0.25
+    odd = (k % 2) == 1
+    h[odd] = -1.0 / (torch.pi * k[odd]) ** 2
+    return torch.fft.rfft(h).real.clamp_min(0.0).float().to(device)
+
+
+class DataFit:
+    """The normalised data term ||W (A x - y)||^2 / ||W y||^2.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Projections, detector columns on the last axis.
+    weighting : {'ramp', 'l2'}
+        W = R^(1/2) (ramp filter along the detector) or the identity.
+    """
+
+    def __init__(self, y: torch.Tensor, weighting: str = "ramp") -> None:
+        if weighting not in ("ramp", "l2"):
+            raise ValueError(f"weighting must be 'ramp' or 'l2', got {weighting!r}")
+        self.weighting = weighting
+        self.n_det = y.shape[-1]
+        if weighting == "ramp":
+            self._sqrt_ramp = ramp_response(self.n_det, y.device).sqrt()
+            self._n_fft = 2 * (self._sqrt_ramp.numel() - 1)
+        self.y = y
+        self._wy = self._weigh(y)
+        self._norm = float((self._energy(self._wy)))
+        if self._norm == 0.0:
+            raise ValueError("projection data is all zeros: nothing to reconstruct")
+
+    def _weigh(self, r: torch.Tensor) -> torch.Tensor:
+        if self.weighting == "l2":
+            return r
+        return torch.fft.rfft(r, n=self._n_fft, dim=-1) * self._sqrt_ramp
+
+    @staticmethod
+    def _energy(w: torch.Tensor) -> torch.Tensor:
+        return (w.real ** 2 + w.imag ** 2).sum() if w.is_complex() else (w ** 2).sum()
+
+    def __call__(self, projections: torch.Tensor) -> torch.Tensor:
+        """Loss of projections A x (same shape as y), differentiable."""
+        if self.weighting == "l2":
+            return self._energy(projections - self.y) / self._norm
+        return self._energy(self._weigh(projections) - self._wy) / self._norm
+
+
+class _ClampInward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return x.clamp(min=lo, max=hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        # Gradient descent moves x by -grad: block only moves further outside.
+        blocked = torch.zeros_like(x, dtype=torch.bool)
+        if ctx.lo is not None:
+            blocked |= (x < ctx.lo) & (grad > 0)
+        if ctx.hi is not None:
+            blocked |= (x > ctx.hi) & (grad < 0)
+        return grad.masked_fill(blocked, 0.0), None, None
+
+
+def clamp_inward(x: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:
+    """Clamp to [lo, hi] (either may be None); gradients pass where they point inside."""
+    if lo is None and hi is None:
+        return x
+    return _ClampInward.apply(x, lo, hi)

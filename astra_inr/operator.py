@@ -1,0 +1,305 @@
+"""ASTRA projectors as a linear operator on torch tensors, with autograd.
+
+:class:`AstraOperator` maps a volume tensor to projections (forward
+projection, FP) and back (backprojection, BP, the adjoint) by calling ASTRA's
+zero-copy ``astra.experimental.direct_FP2D/BP2D/FP3D/BP3D`` on the tensors'
+memory through DLPack: CPU tensors for CPU projectors, CUDA tensors for
+``cuda``/``cuda3d`` projectors, no host round trip.  :func:`project` makes FP
+differentiable (its gradient is BP).
+
+Three backends:
+
+* ``Direct2D``: any 2D projector id (``line``, ``strip``, ``linear``,
+  ``line_fanflat``, ``cuda``, ...).
+* ``Direct3D``: a ``cuda3d`` projector id (GPU only).
+* ``Slicewise3D``: a ``parallel3d`` problem run as a stack of 2D problems
+  with a 2D CPU projector, one detector row per volume slice: what lets 3D
+  parallel-beam data be reconstructed without a GPU.
+"""
+
+from __future__ import annotations
+
+import astra
+import astra.experimental
+import torch
+
+from . import geometry as geo
+
+__all__ = ["AstraOperator", "project"]
+
+
+def _sync(t: torch.Tensor) -> None:
+    # ASTRA runs CUDA work on its own stream; pending torch kernels writing
+    # the input must be finished first or ASTRA reads stale memory.
+    if t.is_cuda:
+        torch.cuda.current_stream(t.device).synchronize()
+
+
+class AstraOperator:
+    """The linear map from volume to projections defined by ASTRA projectors.
+
+    Parameters
+    ----------
+    kind : {'direct2d', 'direct3d', 'slicewise3d'}
+        Backend (see module docstring).  Prefer the constructors
+        :meth:`from_projector` and :meth:`slicewise_parallel3d`.
+    projector_id : int
+        ASTRA projector (2D for 'direct2d' and 'slicewise3d', cuda3d for 'direct3d').
+    vol_shape, proj_shape : tuple of int
+        Array shapes in ASTRA's conventions (see :mod:`astra_inr.geometry`).
+    cuda : bool
+        Whether the projector computes on the GPU (then it is fed CUDA tensors).
+    owns_projector : bool
+        Delete the projector in :meth:`close` (it was created here).
+    """
+
+    def __init__(self, kind: str, projector_id: int, vol_shape: tuple[int, ...],
+                 proj_shape: tuple[int, ...], cuda: bool, owns_projector: bool = False) -> None:
+        if kind not in ("direct2d", "direct3d", "slicewise3d"):
+            raise ValueError(f"unknown operator kind {kind!r}")
+        self.kind = kind
+        self.projector_id = int(projector_id)
+        self.vol_shape = tuple(int(n) for n in vol_shape)
+        self.proj_shape = tuple(int(n) for n in proj_shape)
+        self.cuda = bool(cuda)
+        self._owns = owns_projector
+        self._closed = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_projector(cls, projector_id: int, dim: int = 2,
+                       owns_projector: bool = False) -> "AstraOperator":
+        """Wrap an existing ASTRA projector (2D, or ``cuda3d`` with ``dim=3``).
+
+        Raises
+        ------
+        astra.log.AstraError
+            If no projector of that dimension has this id.
+        """
+        if dim == 2:
+            vg = astra.projector.volume_geometry(projector_id)
+            pg = astra.projector.projection_geometry(projector_id)
+            cuda = bool(astra.projector.is_cuda(projector_id))
+            vol_shape = geo.volume_grid(vg).shape
+            return cls("direct2d", projector_id, vol_shape, geo.projection_shape(pg), cuda,
+                       owns_projector)
+        if dim == 3:
+            vg = astra.projector3d.volume_geometry(projector_id)
+            pg = astra.projector3d.projection_geometry(projector_id)
+            return cls("direct3d", projector_id, geo.volume_grid(vg).shape,
+                       geo.projection_shape(pg), True, owns_projector)
+        raise ValueError(f"dim must be 2 or 3, got {dim}")
+
+    @classmethod
+    def create(cls, vol_geom: dict, proj_geom: dict, projector: str | None = None,
+               gpu_index: int | None = None) -> "AstraOperator":
+        """Create a projector for these geometries and wrap it (owned: freed by close()).
+
+        Parameters
+        ----------
+        projector : str, optional
+            ASTRA projector type.  Default: ``cuda`` (2D) or ``cuda3d`` (3D) when
+            ``astra.use_cuda()``, else ``linear`` (parallel) or ``line_fanflat``
+            (fan beam).  3D without a GPU: ``parallel3d`` runs slice by slice
+            through 2D CPU projectors; every other 3D geometry raises.
+        gpu_index : int, optional
+            GPU for ASTRA's CUDA projectors (their 'GPUindex' option).
+
+        Raises
+        ------
+        astra.log.AstraError
+            For a 3D geometry that needs a GPU when none is present.  Raised
+            before any ASTRA 3D call, which would kill the process.
+        """
+        kind = proj_geom.get("type")
+        gpu_options = None if gpu_index is None else {"GPUindex": int(gpu_index)}
+        if kind in geo.PROJ_TYPES_3D:
+            if astra.use_cuda():
+                pid = astra.create_projector(projector or "cuda3d", proj_geom, vol_geom, gpu_options)
+                return cls.from_projector(pid, dim=3, owns_projector=True)
+            if kind != "parallel3d":
+                raise astra.log.AstraError(
+                    f"3D geometry {kind!r} needs ASTRA's CUDA projectors and no GPU is available "
+                    "(astra.use_cuda() is False); only 'parallel3d' runs on the CPU, slice by slice")
+            return cls.slicewise_parallel3d(vol_geom, proj_geom, projector)
+        if kind not in geo.PROJ_TYPES_2D:
+            raise ValueError(f"unsupported projection geometry type {kind!r}; expected one of "
+                             f"{geo.PROJ_TYPES_2D + geo.PROJ_TYPES_3D}")
+        if projector is None:
+            if astra.use_cuda():
+                projector = "cuda"
+            else:
+                projector = "linear" if kind.startswith("parallel") else "line_fanflat"
+        pid = astra.create_projector(projector, proj_geom, vol_geom,
+                                     gpu_options if projector == "cuda" else None)
+        return cls.from_projector(pid, dim=2, owns_projector=True)
+
+    @classmethod
+    def slicewise_parallel3d(cls, vol_geom: dict, proj_geom: dict,
+                             projector: str | None = None) -> "AstraOperator":
+        """A ``parallel3d`` problem as one 2D CPU problem per slice (see geometry.parallel3d_as_2d)."""
+        vol2d, proj2d = geo.parallel3d_as_2d(vol_geom, proj_geom)
+        if projector is None or projector == "cuda3d":
+            dx, dy = geo.volume_grid(vol2d).voxel_size
+            # The 'linear' (Joseph) kernel, closest to cuda3d's, needs square pixels.
+            projector = "linear" if abs(dx - dy) <= 1e-6 * dx else "line"
+        pid = astra.create_projector(projector, proj2d, vol2d)
+        vol_shape = geo.volume_grid(vol_geom).shape
+        return cls("slicewise3d", pid, vol_shape, geo.projection_shape(proj_geom), False, True)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return len(self.vol_shape)
+
+    @property
+    def data_device(self) -> torch.device:
+        """Device ASTRA works on: CUDA tensors avoid a copy for GPU projectors."""
+        return torch.device("cuda") if self.cuda else torch.device("cpu")
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "projector_id": self.projector_id, "gpu": self.cuda,
+                "vol_shape": list(self.vol_shape), "proj_shape": list(self.proj_shape)}
+
+    # ------------------------------------------------------------------ application
+    def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {shape}")
+        if t.dtype != torch.float32:
+            raise TypeError(f"{what} has dtype {t.dtype}, expected torch.float32 (ASTRA computes in float32)")
+        if self._closed:
+            raise RuntimeError("this AstraOperator was closed (its projector is deleted)")
+
+    def _to_astra(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        if self.cuda and not t.is_cuda:
+            t = t.cuda()
+        elif not self.cuda and t.is_cuda:
+            t = t.cpu()
+        return t.contiguous()
+
+    def forward(self, vol: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward projection A x.
+
+        Parameters
+        ----------
+        vol : torch.Tensor
+            float32, shape ``vol_shape``, any device.
+        out : torch.Tensor, optional
+            Preallocated result on ASTRA's device (overwritten).
+
+        Returns
+        -------
+        torch.Tensor
+            float32, shape ``proj_shape``, on ``vol``'s device.
+        """
+        self._check(vol, self.vol_shape, "volume")
+        src = self._to_astra(vol)
+        dst = out if out is not None else torch.empty(self.proj_shape, dtype=torch.float32,
+                                                      device=src.device)
+        self._run(True, src, dst)
+        return dst if dst.device == vol.device else dst.to(vol.device)
+
+    def adjoint(self, proj: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Backprojection A^T y (the exact adjoint for CPU projectors).
+
+        Parameters
+        ----------
+        proj : torch.Tensor
+            float32, shape ``proj_shape``, any device.
+
+        Returns
+        -------
+        torch.Tensor
+            float32, shape ``vol_shape``, on ``proj``'s device.
+        """
+        self._check(proj, self.proj_shape, "projections")
+        src = self._to_astra(proj)
+        dst = out if out is not None else torch.empty(self.vol_shape, dtype=torch.float32,
+                                                      device=src.device)
+        self._run(False, src, dst)
+        return dst if dst.device == proj.device else dst.to(proj.device)
+
+    def _run(self, fp: bool, src: torch.Tensor, dst: torch.Tensor) -> None:
+        _sync(src)
+        # ASTRA's direct calls take (projector, volume, projections) both ways.
+        if self.kind == "direct2d":
+            if fp:
+                astra.experimental.direct_FP2D(self.projector_id, src, dst)
+            else:
+                astra.experimental.direct_BP2D(self.projector_id, dst, src)
+        elif self.kind == "direct3d":
+            if fp:
+                astra.experimental.direct_FP3D(self.projector_id, src, dst)
+            else:
+                astra.experimental.direct_BP3D(self.projector_id, dst, src)
+        else:
+            self._run_slicewise(fp, src, dst)
+
+    def _run_slicewise(self, fp: bool, src: torch.Tensor, dst: torch.Tensor) -> None:
+        # 3D volume slice k <-> detector row k; the 2D image is the 3D slice
+        # with its rows reversed (2D row 0 is the largest y, 3D row 0 the smallest).
+        for k in range(self.vol_shape[0]):
+            if fp:
+                image = src[k].flip(0).contiguous()
+                astra.experimental.direct_FP2D(self.projector_id, image, dst[k])
+            else:
+                image = torch.empty(self.vol_shape[1:], dtype=torch.float32)
+                astra.experimental.direct_BP2D(self.projector_id, image, src[k].contiguous())
+                dst[k].copy_(image.flip(0))
+
+    def __call__(self, vol: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward projection (see :func:`project`)."""
+        return project(vol, self)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the ASTRA projector if this operator created it."""
+        if self._owns and not self._closed:
+            try:
+                if self.kind == "direct3d":
+                    astra.projector3d.delete(self.projector_id)
+                else:
+                    astra.projector.delete(self.projector_id)
+            except Exception:  # interpreter shutdown: ASTRA may be gone
+                pass
+        self._closed = True
+
+    def __enter__(self) -> "AstraOperator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vol: torch.Tensor, op: AstraOperator) -> torch.Tensor:  # type: ignore[override]
+        ctx.op = op
+        return op.forward(vol)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return ctx.op.adjoint(grad.contiguous()), None
+
+
+def project(vol: torch.Tensor, op: AstraOperator) -> torch.Tensor:
+    """Forward projection A x that autograd differentiates (gradient A^T g).
+
+    Parameters
+    ----------
+    vol : torch.Tensor
+        float32, shape ``op.vol_shape``; may require grad.
+    op : AstraOperator
+
+    Returns
+    -------
+    torch.Tensor
+        Projections, shape ``op.proj_shape``, on ``vol``'s device.
+    """
+    return _Project.apply(vol, op)
