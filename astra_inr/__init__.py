@@ -5,6 +5,8 @@ process (ASTRA loads no plugins by itself: worker processes must import
 ``astra_inr`` too).  The small public API:
 
 * :func:`report` -- the training report of an INR algorithm id.
+* :func:`export` / :func:`load` -- result folders (TIFF stack, report.json,
+  model) and re-rendering the continuous INR on finer grids.
 * :class:`INRConfig` -- the validated options.
 * :class:`INRTrainer` -- the training loop on any :class:`AstraOperator`.
 * :class:`AstraOperator`, :func:`project` -- ASTRA projectors for torch.
@@ -21,7 +23,8 @@ from .fit import INRTrainer, Progress
 from .geometry import VolumeGrid, volume_grid
 from .model import INRNetwork, bw_relu
 from .operator import AstraOperator, project
-from .plugin import INRPlugin, report
+from .plugin import INRPlugin, export, report
+from .results import load
 
 try:
     __version__ = _version("astra-inr")
@@ -39,6 +42,8 @@ __all__ = [
     "Progress",
     "VolumeGrid",
     "bw_relu",
+    "export",
+    "load",
     "project",
     "report",
     "volume_grid",

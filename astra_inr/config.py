@@ -15,19 +15,12 @@ comma, so no option here ever needs one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .options import coerce_all, option as _opt, unknown_names_error
+
 __all__ = ["INRConfig", "option_help"]
-
-_NONE_STRINGS = ("none", "")
-
-
-def _opt(default: Any, astra: str, doc: str, kind: str, choices: tuple = ()) -> Any:
-    return field(default=default, metadata={"astra": astra, "doc": doc, "kind": kind,
-                                            "choices": choices})
 
 
 @dataclass
@@ -36,9 +29,18 @@ class INRConfig:
 
     width: int = _opt(300, "Width", "Neurons per hidden layer.", "int")
     depth: int = _opt(3, "Depth", "Number of hidden BW-ReLU layers.", "int")
-    scale: float = _opt(
+    scale: float | str = _opt(
         3.0, "Scale", "Global BW-ReLU scale c in psi(c (W x + b)); larger c lets each neuron "
-        "resolve finer detail.", "positive")
+        "resolve finer detail.  'auto': train each of ScaleCandidates for "
+        "ScaleSearchIterations, keep those reaching the common data-fit target and choose the "
+        "lowest path norm.", "scale")
+    scale_candidates: tuple = _opt(
+        (1.0, 2.0, 3.0, 5.0, 8.0), "ScaleCandidates", "The grid of c tried by Scale='auto' "
+        "(a list; in a string separate by spaces, never commas).", "float_list")
+    scale_search_iterations: int = _opt(
+        200, "ScaleSearchIterations", "Training iterations per candidate for Scale='auto' (the "
+        "search costs this times the number of candidates, once, before the first run).",
+        "positive_int")
     activation: str = _opt("bw_relu", "Activation", "Hidden activation: 'bw_relu' (the "
                            "B-spline wavelet of ReLUs) or 'relu' (for comparison).", "choice",
                            ("bw_relu", "relu"))
@@ -64,18 +66,35 @@ class INRConfig:
                                         "optional_float")
     max_constraint: float | None = _opt(None, "MaxConstraint", "Upper bound on voxel values.",
                                         "optional_float")
+    path_norm_weight: float = _opt(
+        0.0, "PathNormWeight", "Adds this times the per-neuron path norm to the loss "
+        "(smoother functions at some cost in data fit).", "nonneg")
+    weight_decay: float = _opt(0.0, "WeightDecay", "Adds this times 1/2 sum ||W||_F^2 (weights, "
+                               "not biases) to the loss.", "nonneg")
+    regulariser: str = _opt(
+        "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
+        "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "
+        "integrals by Monte Carlo over the volume window), after the sample-complexity "
+        "analysis of Fourier-feature ReLU networks; pair it with FourierFeatures.", "choice",
+        ("none", "generalized_weight_decay"))
+    regulariser_weight: float = _opt(1e-4, "RegulariserWeight", "Weight of Regulariser "
+                                     "relative to the normalised data term.", "nonneg")
     fourier_features: int = _opt(0, "FourierFeatures", "Random Fourier frequencies in front of "
                                  "the network (0: plain coordinates).", "nonneg_int")
     fourier_sigma: float = _opt(3.0, "FourierSigma", "Standard deviation of those frequencies, "
                                 "in cycles across half the field of view.", "positive")
+    jitter: float = _opt(
+        0.0, "Jitter", "Fraction of a voxel by which training coordinates are moved at random "
+        "each iteration (0: voxel centres only; 1: anywhere in the voxel, which makes the INR "
+        "consistent between voxel centres for render(upsample) at some cost in sharpness).",
+        "unit_interval")
     chunk_points: int = _opt(0, "ChunkPoints", "Voxels evaluated per network pass; bounds "
                              "memory for large volumes (0: automatic).", "nonneg_int")
     verbose: bool = _opt(False, "Verbose", "Print progress lines while training.", "bool")
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f, getattr(self, f.name)))
+        coerce_all(self)
         if self.width < 1 or self.depth < 1:
             raise ValueError(f"Width and Depth must be >= 1, got Width={self.width}, Depth={self.depth}")
         if (self.min_constraint is not None and self.max_constraint is not None
@@ -94,20 +113,15 @@ class INRConfig:
             For an unknown option (the message lists the valid names) or a bad value.
         """
         options = dict(options or {})
-        by_astra = {f.metadata["astra"]: f.name for f in dataclasses.fields(cls)}
+        by_astra = {f.metadata["name"]: f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in options if k not in by_astra]
         if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, by_astra, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown INR option {', '.join(hints)}; valid options are: "
-                             f"{', '.join(sorted(by_astra))}")
+            raise unknown_names_error(unknown, by_astra, "INR option")
         return cls(**{by_astra[k]: v for k, v in options.items()})
 
     def to_options(self) -> dict[str, Any]:
         """The resolved options, CamelCase, JSON-friendly."""
-        return {f.metadata["astra"]: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.metadata["name"]: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: Any) -> "INRConfig":
         return dataclasses.replace(self, **changes)
@@ -118,73 +132,5 @@ def option_help() -> str:
     lines = []
     for f in dataclasses.fields(INRConfig):
         default = f.default
-        lines.append(f"  {f.metadata['astra']:<18} default {default!r:<10} {f.metadata['doc']}")
+        lines.append(f"  {f.metadata['name']:<18} default {default!r:<10} {f.metadata['doc']}")
     return "\n".join(lines)
-
-
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    name, kind, choices = f.metadata["astra"], f.metadata["kind"], f.metadata["choices"]
-
-    def bad(expected: str) -> ValueError:
-        return ValueError(f"option {name}={value!r} is invalid: expected {expected}")
-
-    def as_float(v: Any) -> float:
-        if isinstance(v, bool):
-            raise bad("a number")
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if not math.isfinite(x):
-            raise bad("a finite number")
-        return x
-
-    def as_int(v: Any) -> int:
-        x = as_float(v)
-        if x != int(x):
-            raise bad("an integer")
-        return int(x)
-
-    is_none = value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS)
-    if kind == "int":
-        return as_int(value)
-    if kind == "nonneg_int":
-        x = as_int(value)
-        if x < 0:
-            raise bad("an integer >= 0")
-        return x
-    if kind == "optional_int":
-        if is_none:
-            return None
-        x = as_int(value)
-        if x < 0:
-            raise bad("an integer >= 0 or None")
-        return x
-    if kind == "optional_float":
-        return None if is_none else as_float(value)
-    if kind == "positive":
-        x = as_float(value)
-        if x <= 0:
-            raise bad("a number > 0")
-        return x
-    if kind == "fraction":
-        x = as_float(value)
-        if not 0 < x <= 1:
-            raise bad("a number in (0, 1]")
-        return x
-    if kind == "bool":
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise bad("a boolean")
-        if value in (0, 1):
-            return bool(value)
-        raise bad("a boolean")
-    if kind == "choice":
-        if isinstance(value, str) and value.strip().lower() in choices:
-            return value.strip().lower()
-        raise bad("one of " + " ".join(repr(c) for c in choices))
-    raise AssertionError(f"unhandled option kind {kind}")

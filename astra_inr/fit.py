@@ -4,17 +4,18 @@
 sinogram through an :class:`~astra_inr.operator.AstraOperator`:
 
     image(x) = s * f_theta(x)         s: the data's image scale (below)
-    loss     = ||W (A image - y)||^2 / ||W y||^2
+    loss     = ||W (A image - y)||^2 / ||W y||^2  +  regularisers(theta)
 
 minimised with Adam, W the data weighting of :mod:`astra_inr.objective`
-(the ramp filter by default).  Both the loss and the network output are
-dimensionless: ``s = ||y|| / ||A 1||`` is the value a uniform object
-filling the volume would need to explain the data's energy, so the same data
-in other units (x 1000) gives the same network and the image x 1000.
+(the ramp filter by default) and the regularisers of
+:mod:`astra_inr.regularity` (off by default).  Both the loss and the network
+output are dimensionless: ``s = ||y|| / ||A 1||`` is the value a uniform
+object filling the volume would need to explain the data's energy, so the
+same data in other units gives the same network and the image in those units.
 
 Each call of :meth:`INRTrainer.run` continues from the current network and
-Adam state, with the learning rate decaying exponentially from
-``learning_rate`` to ``learning_rate * learning_rate_decay`` over the call.
+Adam state; the learning rate is constant for most of the call and decays
+at its end (:meth:`INRTrainer.learning_rate_at`).
 
 Large volumes are evaluated in chunks of voxels: the image is rendered
 without autograd, the loss gradient with respect to the image is computed
@@ -32,17 +33,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import DataFit, clamp_inward
+from .objective import DataFit, clamp_inward, estimate_noise_level
 from .operator import AstraOperator, project
 
-__all__ = ["INRTrainer", "Progress", "resolve_device"]
+__all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
 
 # Activation memory budget per chunk: about 12 bytes per neuron per voxel
 # (pre-activation, activation, linear output) kept for backward.
 _CHUNK_BUDGET_BYTES = {"cpu": 2 << 30, "cuda": 8 << 30}
+# Iterations between records of the regularity measures (path norms, Lipschitz bound).
+_REGULARITY_EVERY = 10
+# Monte Carlo points per iteration for the generalised weight decay's integrals.
+_GWD_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -56,20 +62,26 @@ class Progress:
     iterations : int
         Iterations requested for this run.
     total_iterations : int
-        Iterations done since the trainer was created.
+        Iterations of the current network since it was created.
     loss : float
         Current training loss (before this iteration's update).
+    data_residual : float
+        ||A x - y|| / ||y|| before this iteration's update.
     learning_rate : float
     seconds : float
         Wall time of this run so far.
+    stage : str
+        'train', or 'scale c=...' while Scale='auto' searches.
     """
 
     iteration: int
     iterations: int
     total_iterations: int
     loss: float
+    data_residual: float
     learning_rate: float
     seconds: float
+    stage: str = "train"
 
 
 ProgressCallback = Callable[[Progress], Any]
@@ -81,8 +93,8 @@ def resolve_device(device: str, gpu_index: int | None = None) -> torch.device:
     Raises
     ------
     RuntimeError
-        ``device='cuda'`` (or a ``gpu_index``) without a CUDA-capable torch and GPU,
-        or a ``gpu_index`` beyond the number of GPUs.
+        ``device='cuda'`` without a CUDA-capable torch and GPU, or a
+        ``gpu_index`` beyond the number of GPUs.
     """
     has_cuda = torch.cuda.is_available()
     if device == "cpu":
@@ -102,23 +114,107 @@ def resolve_device(device: str, gpu_index: int | None = None) -> torch.device:
 
 
 class _ThinnedHistory:
-    """(iteration, value) pairs, thinned to at most ``max_len`` by doubling the stride."""
+    """(iteration, values...) rows, thinned to at most ``max_len`` by doubling the stride."""
 
     def __init__(self, max_len: int = 512) -> None:
         self.max_len = max_len
         self.stride = 1
-        self.items: list[tuple[int, float]] = []
+        self.items: list[list[float]] = []
 
-    def add(self, iteration: int, value: float) -> None:
+    def add(self, iteration: int, *values: float) -> None:
         if iteration % self.stride:
             return
-        self.items.append((iteration, value))
+        self.items.append([iteration, *values])
         if len(self.items) > self.max_len:
             self.stride *= 2
             self.items = [it for it in self.items if it[0] % self.stride == 0]
 
     def as_list(self) -> list[list[float]]:
-        return [[i, v] for i, v in self.items]
+        return [list(it) for it in self.items]
+
+
+class INRField:
+    """A trained INR as a function on the volume window, in the data's units.
+
+    Parameters
+    ----------
+    network : INRNetwork
+    grid : VolumeGrid
+        The reconstruction grid (defines the window and normalisation).
+    image_scale : float
+        Data units per unit of network output.
+    min_constraint, max_constraint : float or None
+        Bounds applied to every rendered value.
+    chunk_points : int
+        Voxels per network evaluation.
+    """
+
+    def __init__(self, network: INRNetwork, grid: VolumeGrid, image_scale: float,
+                 min_constraint: float | None = None, max_constraint: float | None = None,
+                 chunk_points: int = 1 << 18) -> None:
+        self.network = network
+        self.grid = grid
+        self.image_scale = float(image_scale)
+        self.min_constraint = min_constraint
+        self.max_constraint = max_constraint
+        self.chunk_points = int(chunk_points)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def chunks(self, n: int) -> list[slice]:
+        return [slice(s, min(n, s + self.chunk_points)) for s in range(0, n, self.chunk_points)]
+
+    def to_image(self, output: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Network output (N,) -> constrained image of ``shape`` in the data's units."""
+        return clamp_inward(self.image_scale * output.view(shape), self.min_constraint,
+                            self.max_constraint)
+
+    @torch.no_grad()
+    def evaluate(self, coords: torch.Tensor) -> torch.Tensor:
+        """Network output at coordinates (N, ndim), chunked, without autograd."""
+        return torch.cat([self.network(coords[s]) for s in self.chunks(coords.shape[0])])
+
+    @torch.no_grad()
+    def render(self, upsample: float = 1, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Evaluate on a finer (or any) grid over the same window.
+
+        Parameters
+        ----------
+        upsample : float
+            Samples per voxel along each axis (2: every voxel becomes 2x2(x2)).
+        shape : tuple of int, optional
+            Explicit output shape (overrides ``upsample``).
+
+        Returns
+        -------
+        torch.Tensor
+            float32 volume in the data's units, on the network's device.
+        """
+        out_shape = tuple(shape) if shape is not None else tuple(
+            max(1, int(round(n * upsample))) for n in self.grid.shape)
+        coords = self.grid.coordinates(shape=out_shape, device=self.device)
+        return self.to_image(self.evaluate(coords), out_shape)
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this field (see :meth:`from_state`)."""
+        return {"network": self.network.hyperparameters(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "grid": {"shape": list(self.grid.shape), "minimum": list(self.grid.minimum),
+                         "maximum": list(self.grid.maximum), "stacked_2d": self.grid.stacked_2d},
+                "image_scale": self.image_scale, "min_constraint": self.min_constraint,
+                "max_constraint": self.max_constraint}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> "INRField":
+        network = INRNetwork.from_hyperparameters(state["network"])
+        network.load_state_dict(state["state_dict"])
+        g = state["grid"]
+        grid = VolumeGrid(tuple(g["shape"]), tuple(g["minimum"]), tuple(g["maximum"]),
+                          bool(g.get("stacked_2d", False)))
+        return cls(network.to(device), grid, state["image_scale"], state["min_constraint"],
+                   state["max_constraint"])
 
 
 class INRTrainer:
@@ -142,6 +238,11 @@ class INRTrainer:
         or a volume the projector does not see.
     """
 
+    #: Fraction of each run trained at the full learning rate before it decays
+    #: (0.8 reached higher PSNR than 0.5 or 0 at equal iterations on sparse-view
+    #: phantoms: short runs are still far from converged when the decay starts).
+    constant_fraction = 0.8
+
     def __init__(self, config: INRConfig, operator: AstraOperator,
                  sinogram: np.ndarray | torch.Tensor, grid: VolumeGrid) -> None:
         if tuple(grid.shape) != tuple(operator.vol_shape):
@@ -151,7 +252,7 @@ class INRTrainer:
         self.operator = operator
         self.grid = grid
         self.device = resolve_device(config.device, config.gpu_index)
-        y = torch.as_tensor(np.asarray(sinogram) if not isinstance(sinogram, torch.Tensor) else sinogram)
+        y = sinogram if isinstance(sinogram, torch.Tensor) else torch.from_numpy(np.asarray(sinogram))
         if tuple(y.shape) != tuple(operator.proj_shape):
             raise ValueError(f"projection data has shape {tuple(y.shape)}, the projector expects "
                              f"{operator.proj_shape}")
@@ -161,40 +262,51 @@ class INRTrainer:
             raise ValueError(f"projection data contains {bad} NaN or infinite values; "
                              "clean or mask them before reconstructing")
         self.y = y
-        self.y_norm2 = float((y.double() ** 2).sum())
         self.data_fit = DataFit(y, config.data_weighting)
+        self.y_norm = float(y.double().norm())
         ones = torch.ones(operator.vol_shape, dtype=torch.float32, device=self.device)
         a1_norm = float(operator.forward(ones).double().norm())
         if a1_norm == 0.0:
             raise ValueError("the projector sees none of the volume: check the geometries")
         #: Image value per unit of network output, in the data's units.
-        self.image_scale = math.sqrt(self.y_norm2) / a1_norm
-
+        self.image_scale = self.y_norm / a1_norm
+        #: Relative noise level ||n|| / ||y|| estimated from the data.
+        self.noise_level = estimate_noise_level(y)
         self.coords = grid.coordinates(device=self.device)
-        self.network = INRNetwork(grid.ndim, config.width, config.depth, config.scale,
-                                  config.activation, config.fourier_features,
-                                  config.fourier_sigma, config.seed).to(self.device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate)
+        self._voxel: torch.Tensor | None = None
         self.chunk_points = config.chunk_points or max(
             4096, _CHUNK_BUDGET_BYTES[self.device.type] // (12 * config.width * config.depth))
-        self.total_iterations = 0
+        self.scale_selection: dict[str, Any] | None = None
+        scale = config.scale if config.scale != "auto" else None
+        self._set_network(self._new_network(scale) if scale is not None else None)
         self.seconds = 0.0
-        self.history = _ThinnedHistory()
         self.data_residual: float | None = None
         self._image: torch.Tensor | None = None
 
+    # ------------------------------------------------------------------ network state
+    def _new_network(self, scale: float) -> INRNetwork:
+        c = self.config
+        return INRNetwork(self.grid.ndim, c.width, c.depth, scale, c.activation,
+                          c.fourier_features, c.fourier_sigma, c.seed).to(self.device)
+
+    def _set_network(self, network: INRNetwork | None,
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.network = network
+        self.field = None if network is None else INRField(
+            network, self.grid, self.image_scale, self.config.min_constraint,
+            self.config.max_constraint, self.chunk_points)
+        self.optimizer = optimizer if optimizer is not None or network is None else \
+            torch.optim.Adam(network.parameters(), lr=self.config.learning_rate)
+        self.total_iterations = 0
+        self.history = _ThinnedHistory()
+        self.regularity_history = _ThinnedHistory()
+
+    @property
+    def scale(self) -> float | None:
+        """The BW-ReLU scale c in use (None until Scale='auto' has chosen)."""
+        return None if self.network is None else self.network.scale
+
     # ------------------------------------------------------------------ rendering
-    def _chunks(self, n: int | None = None) -> list[slice]:
-        n = self.coords.shape[0] if n is None else n
-        return [slice(s, min(n, s + self.chunk_points)) for s in range(0, n, self.chunk_points)]
-
-    def _constrain(self, image: torch.Tensor) -> torch.Tensor:
-        return clamp_inward(image, self.config.min_constraint, self.config.max_constraint)
-
-    @torch.no_grad()
-    def _network_output(self, coords: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.network(coords[s]) for s in self._chunks(coords.shape[0])])
-
     def image(self) -> torch.Tensor:
         """The current volume on the voxel grid, in the data's units.
 
@@ -202,58 +314,91 @@ class INRTrainer:
         -------
         torch.Tensor
             float32, shape ``grid.shape``, on the training device.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first run when Scale='auto' has not chosen a network yet.
         """
+        if self.field is None:
+            raise RuntimeError("no network yet: Scale='auto' chooses one at the first run()")
         if self._image is None:
-            out = self._network_output(self.coords)
-            self._image = self._constrain(self.image_scale * out.view(self.grid.shape))
+            self._image = self.field.to_image(self.field.evaluate(self.coords), self.grid.shape)
         return self._image
 
-    @torch.no_grad()
     def render(self, upsample: float = 1, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Evaluate the continuous INR on a finer (or any) grid over the same window.
-
-        Parameters
-        ----------
-        upsample : float
-            Samples per voxel along each axis.
-        shape : tuple of int, optional
-            Explicit output shape (overrides ``upsample``).
-
-        Returns
-        -------
-        torch.Tensor
-            float32 volume in the data's units.
-        """
-        coords = self.grid.coordinates(upsample, shape, device=self.device)
-        out_shape = shape or tuple(max(1, int(round(n * upsample))) for n in self.grid.shape)
-        return self._constrain(self.image_scale * self._network_output(coords).view(out_shape))
+        """The continuous INR on a finer (or any) grid; see :meth:`INRField.render`."""
+        if self.field is None:
+            raise RuntimeError("no network yet: Scale='auto' chooses one at the first run()")
+        return self.field.render(upsample, shape)
 
     # ------------------------------------------------------------------ training
-    def _objective(self, image: torch.Tensor) -> torch.Tensor:
-        return self.data_fit(project(image, self.operator))
+    def _regularisation(self) -> torch.Tensor | None:
+        c, net = self.config, self.network
+        terms = []
+        if c.path_norm_weight > 0:
+            terms.append(c.path_norm_weight * regularity.path_norm(net))
+        if c.weight_decay > 0:
+            terms.append(c.weight_decay * regularity.weight_decay(net))
+        if c.regulariser == "generalized_weight_decay" and c.regulariser_weight > 0:
+            samples = self._window_samples(_GWD_SAMPLES)
+            terms.append(c.regulariser_weight * regularity.generalized_weight_decay(
+                net, samples, self._window_volume()))
+        return sum(terms) if terms else None
 
-    def _step(self) -> torch.Tensor:
+    def _window_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Normalised window: (x, y[, z]) half-widths over the largest half-extent.
+        h = self.grid.half_extent
+        half = torch.tensor([(hi - lo) / 2 / h for lo, hi in zip(self.grid.minimum, self.grid.maximum)],
+                            dtype=torch.float32, device=self.device)
+        return -half, half
+
+    def _window_volume(self) -> float:
+        lo, hi = self._window_bounds()
+        return float(torch.prod(hi - lo))
+
+    def _window_samples(self, n: int) -> torch.Tensor:
+        lo, hi = self._window_bounds()
+        return lo + (hi - lo) * torch.rand(n, lo.numel(), device=self.device)
+
+    def _training_coords(self) -> torch.Tensor:
+        if self.config.jitter == 0:
+            return self.coords
+        if self._voxel is None:
+            self._voxel = torch.tensor([v / self.grid.half_extent for v in self.grid.voxel_size],
+                                       dtype=torch.float32, device=self.device)
+        return self.coords + (torch.rand_like(self.coords) - 0.5) * (self.config.jitter * self._voxel)
+
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step; returns (loss, relative residual) before the update, on device."""
         self.optimizer.zero_grad(set_to_none=True)
-        chunks = self._chunks()
+        coords = self._training_coords()
+        chunks = self.field.chunks(coords.shape[0])
         if len(chunks) == 1:
-            out = self.network(self.coords)
-            loss = self._objective(self._constrain(self.image_scale * out.view(self.grid.shape)))
-            loss.backward()
+            image = self.field.to_image(self.network(coords), self.grid.shape)
+            proj = project(image, self.operator)
+            loss = self.data_fit(proj)
+            reg = self._regularisation()
+            total = loss if reg is None else loss + reg
+            total.backward()
         else:
             # Render without autograd, take dL/d(output) once, then backpropagate chunk by chunk.
-            leaf = self._network_output(self.coords).requires_grad_(True)
-            loss = self._objective(self._constrain(self.image_scale * leaf.view(self.grid.shape)))
+            leaf = self.field.evaluate(coords).requires_grad_(True)
+            proj = project(self.field.to_image(leaf, self.grid.shape), self.operator)
+            loss = self.data_fit(proj)
             loss.backward()
             grad = leaf.grad
             for s in chunks:
-                self.network(self.coords[s]).backward(grad[s])
+                self.network(coords[s]).backward(grad[s])
+            reg = self._regularisation()
+            total = loss if reg is None else loss + reg
+            if reg is not None:
+                reg.backward()
         self.optimizer.step()
-        return loss.detach()
-
-    #: Fraction of each run trained at the full learning rate before it decays
-    #: (0.8 reached higher PSNR than 0.5 or 0 at equal iterations on sparse-view
-    #: phantoms: short runs are still far from converged when the decay starts).
-    constant_fraction = 0.8
+        self._image = None
+        with torch.no_grad():
+            residual = (proj.detach() - self.y).norm() / self.y_norm
+        return total.detach(), residual
 
     def learning_rate_at(self, i: int, iterations: int) -> float:
         """Learning rate of step ``i`` (0-based) of a run of ``iterations`` steps.
@@ -269,9 +414,53 @@ class INRTrainer:
             return lr0
         return lr0 * decay ** ((i - knee) / (iterations - knee - 1))
 
+    def _record_regularity(self, iteration: int) -> None:
+        items = self.regularity_history.items
+        if items and items[-1][0] == iteration:
+            return
+        with torch.no_grad():
+            self.regularity_history.add(iteration,
+                                        float(regularity.path_norm(self.network)),
+                                        regularity.deep_path_norm(self.network),
+                                        regularity.lipschitz_bound(self.network))
+
+    def _train(self, iterations: int, callback: ProgressCallback | None, callback_every: int,
+               stage: str = "train") -> None:
+        """Run ``iterations`` steps on the current network (histories and timers updated)."""
+        losses = torch.empty(iterations, device=self.device)
+        residuals = torch.empty(iterations, device=self.device)
+        start = time.perf_counter()
+        done = 0
+        self._image = None
+        try:
+            for i in range(iterations):
+                lr = self.learning_rate_at(i, iterations)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                losses[i], residuals[i] = self._step()
+                done = i + 1
+                if (self.total_iterations + done) % _REGULARITY_EVERY == 0:
+                    self._record_regularity(self.total_iterations + done)
+                if callback is not None and (done % callback_every == 0 or done == iterations):
+                    info = Progress(done, iterations, self.total_iterations + done,
+                                    float(losses[i]), float(residuals[i]), lr,
+                                    time.perf_counter() - start, stage)
+                    if callback(info) is True:
+                        break
+        finally:
+            rows = torch.stack([losses[:done], residuals[:done]], dim=1).cpu().tolist()
+            for k, (loss, res) in enumerate(rows):
+                self.history.add(self.total_iterations + k + 1, loss, res)
+            self.total_iterations += done
+            self.seconds += time.perf_counter() - start
+            self._image = None
+
     def run(self, iterations: int, callback: ProgressCallback | None = None,
             callback_every: int = 10) -> None:
         """Train for ``iterations`` more iterations.
+
+        With ``Scale='auto'``, the first call first runs the scale search
+        (:meth:`choose_scale`) and continues with the chosen network.
 
         Parameters
         ----------
@@ -290,51 +479,118 @@ class INRTrainer:
         """
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        iterations = int(iterations)
-        self._image = None
-        losses = torch.empty(iterations, device=self.device)
-        start = time.perf_counter()
-        done = 0
-        try:
-            for i in range(iterations):
-                lr = self.learning_rate_at(i, iterations)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                losses[i] = self._step()
-                done = i + 1
-                if callback is not None and (done % callback_every == 0 or done == iterations):
-                    info = Progress(done, iterations, self.total_iterations + done,
-                                    float(losses[i]), lr, time.perf_counter() - start)
-                    if callback(info) is True:
-                        break
-        finally:
-            host = losses[:done].cpu().tolist()
-            for k, value in enumerate(host):
-                self.history.add(self.total_iterations + k + 1, value)
-            self.total_iterations += done
-            self.seconds += time.perf_counter() - start
-            self._image = None
+        if self.network is None:
+            self.choose_scale(callback, callback_every)
+        self._train(int(iterations), callback, callback_every)
+        self._record_regularity(self.total_iterations)
         with torch.no_grad():
             residual = self.operator.forward(self.image()) - self.y
-            self.data_residual = float(residual.double().norm()) / math.sqrt(self.y_norm2)
+            self.data_residual = float(residual.double().norm()) / self.y_norm
+
+    # ------------------------------------------------------------------ scale selection
+    def choose_scale(self, callback: ProgressCallback | None = None,
+                     callback_every: int = 10) -> dict[str, Any]:
+        """Choose c by the lowest path norm at matched data fit (``Scale='auto'``).
+
+        Every candidate c of ``ScaleCandidates`` trains a fresh network (same
+        seed) for ``ScaleSearchIterations``.  The common data-fit target is
+        the larger of 1.1 x the best residual any candidate reached and the
+        estimated noise level (fitting below the noise is fitting noise).
+        Among the candidates whose residual reached the target, the one with
+        the lowest per-neuron path norm *at the moment it first reached it*
+        wins: at equal fit, the most regular function.  Cost: candidates x
+        ScaleSearchIterations iterations, once.
+
+        Returns
+        -------
+        dict
+            ``candidates`` (each: ``scale``, ``iterations``, ``data_residual``,
+            ``path_norm``, ``reached_fit``, ``seconds``), ``target_residual``,
+            ``chosen`` and the rule; also stored in the report.
+        """
+        budget = self.config.scale_search_iterations
+        runs = []
+        for c in self.config.scale_candidates:
+            self._set_network(self._new_network(c))
+            t0 = self.seconds
+            self._train(budget, callback, callback_every, stage=f"scale c={c:g}")
+            history = np.array(self.history.as_list())            # iteration, loss, residual
+            path = np.array(self.regularity_history.as_list())    # iteration, path norm, ...
+            runs.append({"scale": c, "network": self.network, "optimizer": self.optimizer,
+                         "history": self.history, "regularity_history": self.regularity_history,
+                         "residuals": history[:, [0, 2]], "path_norms": path[:, :2],
+                         "seconds": self.seconds - t0})
+        best = min(float(r["residuals"][:, 1].min()) for r in runs)
+        target = max(1.1 * best, self.noise_level)
+        candidates = []
+        for r in runs:
+            res = r["residuals"]
+            hit = np.nonzero(res[:, 1] <= target)[0]
+            entry = {"scale": r["scale"], "seconds": r["seconds"],
+                     "data_residual": float(res[:, 1].min()), "reached_fit": bool(hit.size)}
+            if hit.size:
+                it = int(res[hit[0], 0])
+                # Path norm recorded closest to (at or after) the iteration the target was hit.
+                pn = r["path_norms"]
+                k = int(np.searchsorted(pn[:, 0], it)) if it <= pn[-1, 0] else len(pn) - 1
+                entry.update(iterations=it, path_norm=float(pn[min(k, len(pn) - 1), 1]))
+            else:
+                entry.update(iterations=budget, path_norm=float(r["path_norms"][-1, 1]))
+            candidates.append(entry)
+        reached = [e for e in candidates if e["reached_fit"]]
+        chosen = min(reached, key=lambda e: e["path_norm"])
+        winner = next(r for r in runs if r["scale"] == chosen["scale"])
+        self._set_network(winner["network"], winner["optimizer"])
+        self.total_iterations = budget
+        self.history = winner["history"]
+        self.regularity_history = winner["regularity_history"]
+        self.scale_selection = {
+            "candidates": candidates, "chosen": chosen["scale"], "target_residual": target,
+            "rule": ("each candidate trains ScaleSearchIterations from the same seed; target = "
+                     "max(1.1 x best residual reached, estimated noise level); among candidates "
+                     "reaching it, lowest per-neuron path norm when first reaching it"),
+            "iterations_per_candidate": budget,
+        }
+        return self.scale_selection
 
     # ------------------------------------------------------------------ reporting
     def report(self) -> dict[str, Any]:
         """Training state as a JSON-friendly dict (see astra_inr.report)."""
-        return {
+        c = self.config
+        out: dict[str, Any] = {
             "iterations": self.total_iterations,
             "data_residual": self.data_residual,
             "data_residual_definition": "||A x - y||_2 / ||y||_2 on the full data",
+            "estimated_noise_level": self.noise_level,
             "loss_history": self.history.as_list(),
-            "loss_definition": ("||W (A x - y)||^2 / ||W y||^2 before each update, W: "
+            "loss_history_columns": ["iteration", "loss", "data_residual"],
+            "loss_definition": ("||W (A x - y)||^2 / ||W y||^2 + regularisers, before each update; W: "
                                 + ("sqrt of the ramp filter along the detector"
-                                   if self.config.data_weighting == "ramp" else "identity")),
+                                   if c.data_weighting == "ramp" else "identity")),
             "seconds": self.seconds,
             "device": str(self.device),
             "image_scale": self.image_scale,
+            "scale": self.scale,
             "chunk_points": self.chunk_points,
-            "parameters": sum(p.numel() for p in self.network.parameters()),
-            "options": self.config.to_options(),
+            "options": c.to_options(),
+            "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
+                             "Regulariser": c.regulariser,
+                             "RegulariserWeight": c.regulariser_weight,
+                             "FourierFeatures": c.fourier_features,
+                             "MinConstraint": c.min_constraint,
+                             "MaxConstraint": c.max_constraint, "Jitter": c.jitter,
+                             "DataWeighting": c.data_weighting},
             "volume": self.grid.to_dict(),
             "operator": self.operator.describe(),
         }
+        if self.network is not None:
+            out["parameters"] = sum(p.numel() for p in self.network.parameters())
+            out.update(regularity.regularity_summary(self.network))
+            out["lipschitz_bound"]["value_image_units_per_world_unit"] = (
+                out["lipschitz_bound"]["value"] * self.image_scale / self.grid.half_extent)
+            out["regularity_history"] = self.regularity_history.as_list()
+            out["regularity_history_columns"] = ["iteration", "path_norm", "deep_path_norm",
+                                                 "lipschitz_bound"]
+        if self.scale_selection is not None:
+            out["scale_selection"] = self.scale_selection
+        return out

@@ -55,11 +55,16 @@ class VolumeGrid:
         ``(rows, cols)`` or ``(slices, rows, cols)``.
     minimum, maximum : tuple of float
         Window bounds per axis in ``(x, y[, z])`` order, world units.
+    stacked_2d : bool
+        3D only: the volume is a stack of 2D slices in ASTRA's 2D row order
+        (row 0 at the largest y), as the command line writes them, instead
+        of ASTRA's 3D order (row 0 at the smallest y).
     """
 
     shape: tuple[int, ...]
     minimum: tuple[float, ...]
     maximum: tuple[float, ...]
+    stacked_2d: bool = False
 
     @property
     def ndim(self) -> int:
@@ -122,7 +127,7 @@ class VolumeGrid:
             return [y, x]
         slices, rows, cols = shape
         z = (centres(self.minimum[2], self.maximum[2], slices) - c[2]) / h
-        y = (centres(self.minimum[1], self.maximum[1], rows) - c[1]) / h
+        y = (centres(self.minimum[1], self.maximum[1], rows, descending=self.stacked_2d) - c[1]) / h
         x = (centres(self.minimum[0], self.maximum[0], cols) - c[0]) / h
         return [z, y, x]
 
@@ -146,8 +151,11 @@ class VolumeGrid:
         return torch.from_numpy(np.stack(cols, axis=1).astype(np.float32)).to(device)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "minimum_xyz": list(self.minimum),
-                "maximum_xyz": list(self.maximum), "voxel_size_xyz": list(self.voxel_size)}
+        out = {"shape": list(self.shape), "minimum_xyz": list(self.minimum),
+               "maximum_xyz": list(self.maximum), "voxel_size_xyz": list(self.voxel_size)}
+        if self.ndim == 3:
+            out["row_order"] = "2D (row 0 at max y)" if self.stacked_2d else "3D (row 0 at min y)"
+        return out
 
 
 def volume_grid(vol_geom: Mapping[str, Any]) -> VolumeGrid:

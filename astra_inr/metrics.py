@@ -34,17 +34,22 @@ def _check(image: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.nda
     return img, ref
 
 
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB, 10 log10(range^2 / MSE), range of the reference."""
+def psnr(image: np.ndarray, reference: np.ndarray, range_: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(range^2 / MSE).
+
+    ``range_`` defaults to the reference's max - min.
+    """
     img, ref = _check(image, reference)
     mse = float(np.mean((img - ref) ** 2))
     if mse == 0:
         return float("inf")
-    return 10.0 * np.log10(data_range(ref) ** 2 / mse)
+    rng = data_range(ref) if range_ is None else float(range_)
+    return 10.0 * np.log10(rng ** 2 / mse)
 
 
-def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5) -> float:
-    """Mean structural similarity (Gaussian window), range of the reference.
+def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
+         range_: float | None = None) -> float:
+    """Mean structural similarity (Gaussian window).
 
     Parameters
     ----------
@@ -52,10 +57,14 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5) -> float:
         Same shape, 2D or 3D.
     sigma : float
         Standard deviation of the Gaussian window, pixels.
+    range_ : float, optional
+        Data range for the constants K1, K2 (default: the reference's
+        max - min; pass the whole volume's when scoring it slice by slice).
     """
     img, ref = _check(image, reference)
-    c1 = (0.01 * data_range(ref)) ** 2
-    c2 = (0.03 * data_range(ref)) ** 2
+    rng = data_range(ref) if range_ is None else float(range_)
+    c1 = (0.01 * rng) ** 2
+    c2 = (0.03 * rng) ** 2
 
     def blur(a: np.ndarray) -> np.ndarray:
         return ndimage.gaussian_filter(a, sigma, truncate=3.5, mode="reflect")

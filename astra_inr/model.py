@@ -275,6 +275,9 @@ class INRNetwork(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if depth < 1 or width < 1:
             raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        self._hyper = dict(in_features=in_features, width=width, depth=depth, scale=float(scale),
+                           activation=activation, fourier_features=fourier_features,
+                           fourier_sigma=fourier_sigma, seed=seed)
         generator = torch.Generator().manual_seed(int(seed))
         self.in_features = in_features
         self.scale = float(scale)
@@ -296,11 +299,23 @@ class INRNetwork(nn.Module):
             self.output = nn.Linear(n_in, 1)
         self.activation = ACTIVATIONS[activation](scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs of the last hidden layer, shape (N, width)."""
         h = self.fourier(x) if self.fourier is not None else x
         for layer in self.hidden:
             h = self.activation(layer(h))
-        return self.output(h).squeeze(-1)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden_features(x)).squeeze(-1)
+
+    def hyperparameters(self) -> dict:
+        """Constructor arguments that rebuild this architecture (see :meth:`from_hyperparameters`)."""
+        return dict(self._hyper)
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict) -> "INRNetwork":
+        return cls(**hyper)
 
     def linear_layers(self) -> Sequence[nn.Linear]:
         """Hidden layers followed by the output layer, in order."""

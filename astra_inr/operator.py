@@ -12,9 +12,11 @@ Three backends:
 * ``Direct2D``: any 2D projector id (``line``, ``strip``, ``linear``,
   ``line_fanflat``, ``cuda``, ...).
 * ``Direct3D``: a ``cuda3d`` projector id (GPU only).
-* ``Slicewise3D``: a ``parallel3d`` problem run as a stack of 2D problems
-  with a 2D CPU projector, one detector row per volume slice: what lets 3D
-  parallel-beam data be reconstructed without a GPU.
+* ``slicewise3d``: a volume as a stack of independent 2D problems through
+  one 2D projector, one detector row per volume slice.  This is how a
+  ``parallel3d`` problem runs without a GPU (slices in ASTRA's 3D row order,
+  i.e. each 2D image flipped), and how the command line reconstructs several
+  detector rows of a scan (slices in 2D order, as 2D FBP/SIRT give them).
 """
 
 from __future__ import annotations
@@ -51,10 +53,14 @@ class AstraOperator:
         Whether the projector computes on the GPU (then it is fed CUDA tensors).
     owns_projector : bool
         Delete the projector in :meth:`close` (it was created here).
+    flip_rows : bool
+        'slicewise3d' only: each volume slice is the 2D image with its rows
+        reversed (ASTRA's 3D row order).
     """
 
     def __init__(self, kind: str, projector_id: int, vol_shape: tuple[int, ...],
-                 proj_shape: tuple[int, ...], cuda: bool, owns_projector: bool = False) -> None:
+                 proj_shape: tuple[int, ...], cuda: bool, owns_projector: bool = False,
+                 flip_rows: bool = False) -> None:
         if kind not in ("direct2d", "direct3d", "slicewise3d"):
             raise ValueError(f"unknown operator kind {kind!r}")
         self.kind = kind
@@ -62,6 +68,7 @@ class AstraOperator:
         self.vol_shape = tuple(int(n) for n in vol_shape)
         self.proj_shape = tuple(int(n) for n in proj_shape)
         self.cuda = bool(cuda)
+        self.flip_rows = bool(flip_rows)
         self._owns = owns_projector
         self._closed = False
 
@@ -145,7 +152,23 @@ class AstraOperator:
             projector = "linear" if abs(dx - dy) <= 1e-6 * dx else "line"
         pid = astra.create_projector(projector, proj2d, vol2d)
         vol_shape = geo.volume_grid(vol_geom).shape
-        return cls("slicewise3d", pid, vol_shape, geo.projection_shape(proj_geom), False, True)
+        return cls("slicewise3d", pid, vol_shape, geo.projection_shape(proj_geom), False, True,
+                   flip_rows=True)
+
+    @classmethod
+    def stack(cls, vol_geom_2d: dict, proj_geom_2d: dict, n_slices: int,
+              projector: str | None = None, gpu_index: int | None = None) -> "AstraOperator":
+        """``n_slices`` independent 2D problems sharing one 2D geometry, slices in 2D order.
+
+        Volume ``(n_slices, rows, cols)``, projections ``(n_slices, angles,
+        detectors)``; slice k uses detector row k.  Projector as in :meth:`create`.
+        """
+        two_d = cls.create(vol_geom_2d, proj_geom_2d, projector, gpu_index)
+        two_d._owns = False                 # ownership moves to the stack
+        rows, cols = two_d.vol_shape
+        angles, dets = two_d.proj_shape
+        return cls("slicewise3d", two_d.projector_id, (n_slices, rows, cols),
+                   (n_slices, angles, dets), two_d.cuda, True, flip_rows=False)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -159,6 +182,7 @@ class AstraOperator:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "projector_id": self.projector_id, "gpu": self.cuda,
+                "flip_rows": self.flip_rows,
                 "vol_shape": list(self.vol_shape), "proj_shape": list(self.proj_shape)}
 
     # ------------------------------------------------------------------ application
@@ -239,16 +263,19 @@ class AstraOperator:
             self._run_slicewise(fp, src, dst)
 
     def _run_slicewise(self, fp: bool, src: torch.Tensor, dst: torch.Tensor) -> None:
-        # 3D volume slice k <-> detector row k; the 2D image is the 3D slice
-        # with its rows reversed (2D row 0 is the largest y, 3D row 0 the smallest).
+        # Volume slice k <-> detector row k.  With flip_rows the 2D image is the
+        # 3D slice with its rows reversed (2D row 0 is the largest y, 3D row 0
+        # the smallest).
         for k in range(self.vol_shape[0]):
             if fp:
-                image = src[k].flip(0).contiguous()
+                image = src[k].flip(0).contiguous() if self.flip_rows else src[k]
                 astra.experimental.direct_FP2D(self.projector_id, image, dst[k])
-            else:
-                image = torch.empty(self.vol_shape[1:], dtype=torch.float32)
-                astra.experimental.direct_BP2D(self.projector_id, image, src[k].contiguous())
+            elif self.flip_rows:
+                image = torch.empty(self.vol_shape[1:], dtype=torch.float32, device=src.device)
+                astra.experimental.direct_BP2D(self.projector_id, image, src[k])
                 dst[k].copy_(image.flip(0))
+            else:
+                astra.experimental.direct_BP2D(self.projector_id, dst[k], src[k])
 
     def __call__(self, vol: torch.Tensor) -> torch.Tensor:
         """Differentiable forward projection (see :func:`project`)."""

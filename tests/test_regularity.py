@@ -1,0 +1,137 @@
+"""Path norms, Lipschitz bound, regularisers and the choice of the scale c."""
+
+import math
+
+import astra
+import numpy as np
+import pytest
+import torch
+
+import astra_inr
+from astra_inr import regularity
+from astra_inr.model import INRNetwork
+
+FAST = {"Width": 32, "Depth": 2, "LearningRate": 1e-2}
+
+
+def _set(net, weights):
+    with torch.no_grad():
+        for layer, w in zip(net.linear_layers(), weights):
+            layer.weight.copy_(torch.tensor(w, dtype=torch.float32))
+            layer.bias.fill_(7.0)          # biases must not count
+
+
+def test_path_norm_of_a_hand_computable_shallow_network():
+    net = INRNetwork(2, 2, 1, scale=3.0)
+    _set(net, [[[3.0, 4.0], [0.0, 1.0]],      # ||w_1|| = 5, ||w_2|| = 1
+               [[2.0, -0.5]]])                # v = (2, -0.5)
+    # c * sum_k ||w_k|| |v_k| = 3 * (5 * 2 + 1 * 0.5)
+    assert regularity.path_norm(net).item() == pytest.approx(31.5)
+    # c^D 1^T |V| |W| 1 = 3 * (2 * 7 + 0.5 * 1)
+    assert regularity.deep_path_norm(net) == pytest.approx(43.5)
+    # (16/6) * c * ||W||_2 * ||V||_2
+    w_norm = np.linalg.norm([[3.0, 4.0], [0.0, 1.0]], 2)
+    v_norm = math.hypot(2.0, 0.5)
+    assert regularity.lipschitz_bound(net) == pytest.approx(16 / 6 * 3 * w_norm * v_norm, rel=1e-6)
+
+
+def test_path_norm_of_a_hand_computable_deep_network_sums_its_layers():
+    net = INRNetwork(2, 2, 2, scale=2.0)
+    w1 = [[1.0, 0.0], [0.0, 2.0]]
+    w2 = [[1.0, 1.0], [0.0, 3.0]]
+    w3 = [[1.0, -2.0]]
+    _set(net, [w1, w2, w3])
+    # layer 1 neurons: ||w1 rows|| = (1, 2), ||w2 columns|| = (1, sqrt(10))
+    layer1 = 2.0 * (1 * 1 + 2 * math.sqrt(10))
+    # layer 2 neurons: ||w2 rows|| = (sqrt(2), 3), |w3| = (1, 2)
+    layer2 = 2.0 * (math.sqrt(2) * 1 + 3 * 2)
+    per_layer = regularity.path_norm_per_layer(net)
+    assert per_layer.tolist() == pytest.approx([layer1, layer2])
+    summary = regularity.regularity_summary(net)
+    assert summary["path_norm"]["total"] == pytest.approx(sum(summary["path_norm"]["per_layer"]))
+    assert summary["path_norm"]["total"] == pytest.approx(layer1 + layer2, rel=1e-6)
+    # 1^T |w3| |w2| |w1| 1 = (1, 2) . (|w2| (1, 2)) = (1, 2) . (3, 6) = 15, times c^2
+    assert regularity.deep_path_norm(net) == pytest.approx(4 * 15)
+    assert "||W_l[k,:]||" in summary["path_norm"]["definition"]
+
+
+def test_relu_and_fourier_lipschitz_factors():
+    net = INRNetwork(2, 3, 1, scale=1.0, activation="relu", fourier_features=4, seed=1)
+    b = net.fourier.B.double()
+    expected = (2 * math.pi * torch.linalg.matrix_norm(b, 2).item()
+                * torch.linalg.matrix_norm(net.hidden[0].weight.double(), 2).item()
+                * torch.linalg.matrix_norm(net.output.weight.double(), 2).item())
+    assert regularity.lipschitz_bound(net) == pytest.approx(expected, rel=1e-6)
+
+
+def test_lipschitz_bound_holds_on_samples():
+    net = INRNetwork(2, 16, 2, scale=3.0, seed=3)
+    x = torch.rand(2000, 2) * 2 - 1
+    y = torch.rand(2000, 2) * 2 - 1
+    ratio = (net(x) - net(y)).abs() / (x - y).norm(dim=1)
+    assert ratio.max().item() <= regularity.lipschitz_bound(net)
+
+
+def test_generalized_weight_decay_is_the_integral_formula():
+    net = INRNetwork(2, 8, 1, scale=1.0, activation="relu", fourier_features=3, seed=0)
+    samples = torch.rand(20000, 2) * 2 - 1
+    value = regularity.generalized_weight_decay(net, samples, 4.0)
+    h = net.hidden_features(samples)
+    expected = 0.5 * ((4.0 * h.mean(0)) ** 2).sum() + 0.5 * (net.output.weight ** 2).sum()
+    assert value.item() == pytest.approx(expected.item())
+    value.backward()                       # differentiable
+    assert net.hidden[0].weight.grad is not None
+
+
+def _alg(prob, iterations, options):
+    _, alg = prob.run("INR", iterations, options)
+    return alg
+
+
+def test_path_norm_weight_lowers_the_final_path_norm(small_problem):
+    plain = astra_inr.report(_alg(small_problem, 80, {**FAST, "Seed": 2}))
+    reg = astra_inr.report(_alg(small_problem, 80, {**FAST, "Seed": 2, "PathNormWeight": 1e-3}))
+    assert reg["path_norm"]["total"] < 0.9 * plain["path_norm"]["total"]
+    assert reg["regularisers"]["PathNormWeight"] == 1e-3
+
+
+def test_weight_decay_and_generalized_weight_decay_run_and_are_reported(small_problem):
+    wd = astra_inr.report(_alg(small_problem, 30, {**FAST, "WeightDecay": 1e-3}))
+    gwd = astra_inr.report(_alg(small_problem, 30, {**FAST, "Regulariser": "generalized_weight_decay",
+                                                    "RegulariserWeight": 1e-3,
+                                                    "FourierFeatures": 16}))
+    assert wd["regularisers"]["WeightDecay"] == 1e-3
+    assert gwd["regularisers"]["Regulariser"] == "generalized_weight_decay"
+    assert gwd["regularisers"]["FourierFeatures"] == 16
+    assert gwd["data_residual"] < 1.0
+
+
+def test_report_has_regularity_and_its_history(small_problem):
+    rep = astra_inr.report(_alg(small_problem, 30, FAST))
+    assert set(rep["path_norm"]) >= {"total", "per_layer", "definition"}
+    assert len(rep["path_norm"]["per_layer"]) == 2
+    assert rep["deep_path_norm"]["value"] > 0 and rep["lipschitz_bound"]["value"] > 0
+    history = np.array(rep["regularity_history"])
+    assert history.shape[1] == 4 and history[-1, 0] == 30 and list(history[:3, 0]) == [10, 20, 30]
+
+
+def test_scale_auto_chooses_the_lowest_path_norm_at_matched_fit(small_problem):
+    opts = {**FAST, "Scale": "auto", "ScaleCandidates": [1.0, 3.0, 9.0], "ScaleSearchIterations": 40}
+    alg = _alg(small_problem, 10, opts)
+    rep = astra_inr.report(alg)
+    sel = rep["scale_selection"]
+    assert [c["scale"] for c in sel["candidates"]] == [1.0, 3.0, 9.0]
+    reached = [c for c in sel["candidates"] if c["reached_fit"]]
+    assert reached and all(c["data_residual"] <= sel["target_residual"] for c in reached)
+    assert sel["chosen"] == min(reached, key=lambda c: c["path_norm"])["scale"]
+    assert rep["scale"] == sel["chosen"]
+    assert rep["iterations"] == 40 + 10       # the chosen network kept training
+    for c in sel["candidates"]:
+        assert set(c) >= {"scale", "iterations", "data_residual", "path_norm", "reached_fit", "seconds"}
+
+
+def test_scale_candidates_accept_a_space_separated_string():
+    cfg = astra_inr.INRConfig.from_options({"ScaleCandidates": "1 2.5 4"})
+    assert cfg.scale_candidates == (1.0, 2.5, 4.0)
+    with pytest.raises(ValueError, match="ScaleCandidates"):
+        astra_inr.INRConfig.from_options({"ScaleCandidates": [1, -2]})
