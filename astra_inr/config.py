@@ -71,6 +71,10 @@ class INRConfig:
         "(smoother functions at some cost in data fit).", "nonneg")
     weight_decay: float = _opt(0.0, "WeightDecay", "Adds this times 1/2 sum ||W||_F^2 (weights, "
                                "not biases) to the loss.", "nonneg")
+    tv_weight: float = _opt(
+        0.0, "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
+        "image (in units of the image scale) to the loss: edge-preserving smoothing against "
+        "noise and streaks.", "nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "
@@ -88,6 +92,14 @@ class INRConfig:
         "each iteration (0: voxel centres only; 1: anywhere in the voxel, which makes the INR "
         "consistent between voxel centres for render(upsample) at some cost in sharpness).",
         "unit_interval")
+    slice_batch: int = _opt(
+        0, "SliceBatch", "3D parallel beam: slices per training iteration, a slab with its "
+        "detector rows, every slab once per epoch in random order (0: the whole volume up "
+        "to 2M voxels, else slabs of about 1M voxels).", "nonneg_int")
+    matmul_precision: str = _opt(
+        "auto", "MatmulPrecision", "Matrix products of the network: 'float32', 'tf32' "
+        "(tensor cores, 10-bit mantissa inputs) or 'bf16' (autocast); 'auto' is tf32 on a GPU "
+        "and float32 on the CPU.", "choice", ("auto", "float32", "tf32", "bf16"))
     chunk_points: int = _opt(0, "ChunkPoints", "Voxels evaluated per network pass; bounds "
                              "memory for large volumes (0: automatic).", "nonneg_int")
     verbose: bool = _opt(False, "Verbose", "Print progress lines while training.", "bool")

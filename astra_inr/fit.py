@@ -37,18 +37,40 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import DataFit, clamp_inward, estimate_noise_level
+from .objective import DataFit, clamp_inward, estimate_noise_level, total_variation
 from .operator import AstraOperator, project
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
 
 # Activation memory budget per chunk: about 12 bytes per neuron per voxel
-# (pre-activation, activation, linear output) kept for backward.
-_CHUNK_BUDGET_BYTES = {"cpu": 2 << 30, "cuda": 8 << 30}
-# Iterations between records of the regularity measures (path norms, Lipschitz bound).
-_REGULARITY_EVERY = 10
+# (pre-activation, activation, linear output) kept for backward: 2 GiB on the
+# CPU, a quarter of the GPU's memory.
+_CPU_CHUNK_BYTES = 2 << 30
+_GPU_CHUNK_FRACTION = 0.25
+# Records of the regularity measures (path norms, Lipschitz bound) per run: about
+# this many, and never more often than every _REGULARITY_MIN_STEP iterations.
+_REGULARITY_RECORDS = 64
+_REGULARITY_MIN_STEP = 10
 # Monte Carlo points per iteration for the generalised weight decay's integrals.
 _GWD_SAMPLES = 4096
+# 3D volumes up to this many voxels train on the whole volume every iteration;
+# larger ones on slabs of about _SLAB_VOXELS voxels (SliceBatch=0, automatic).
+_FULL_BATCH_VOXELS = 1 << 21
+_SLAB_VOXELS = 1 << 20
+
+
+class _Float32Matmul:
+    """Set torch's float32 matrix-product precision for a block ('high' allows TF32)."""
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+
+    def __enter__(self) -> None:
+        self._saved = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(self.precision)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_float32_matmul_precision(self._saved)
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,14 @@ def resolve_device(device: str, gpu_index: int | None = None) -> torch.device:
     if index >= torch.cuda.device_count():
         raise RuntimeError(f"GPUindex={index} but only {torch.cuda.device_count()} GPU(s) are visible")
     return torch.device("cuda", index)
+
+
+def _adam(network: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with PyTorch's fused kernel where this build has it (one pass over all parameters)."""
+    try:
+        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(network.parameters(), lr=lr, foreach=True)
 
 
 class _ThinnedHistory:
@@ -274,8 +304,15 @@ class INRTrainer:
         self.noise_level = estimate_noise_level(y)
         self.coords = grid.coordinates(device=self.device)
         self._voxel: torch.Tensor | None = None
+        #: Matrix-product precision of the network: 'float32', 'tf32' or 'bf16'.
+        self.matmul_precision = (("tf32" if self.device.type == "cuda" else "float32")
+                                 if config.matmul_precision == "auto" else config.matmul_precision)
+        self._slab_rng = torch.Generator().manual_seed(config.seed)
+        self._plan_slabs()
+        budget = (int(_GPU_CHUNK_FRACTION * torch.cuda.get_device_properties(self.device).total_memory)
+                  if self.device.type == "cuda" else _CPU_CHUNK_BYTES)
         self.chunk_points = config.chunk_points or max(
-            4096, _CHUNK_BUDGET_BYTES[self.device.type] // (12 * config.width * config.depth))
+            4096, budget // (12 * config.width * config.depth))
         self.scale_selection: dict[str, Any] | None = None
         scale = config.scale if config.scale != "auto" else None
         self._set_network(self._new_network(scale) if scale is not None else None)
@@ -296,10 +333,12 @@ class INRTrainer:
             network, self.grid, self.image_scale, self.config.min_constraint,
             self.config.max_constraint, self.chunk_points)
         self.optimizer = optimizer if optimizer is not None or network is None else \
-            torch.optim.Adam(network.parameters(), lr=self.config.learning_rate)
+            _adam(network, self.config.learning_rate)
+        self._singular_vectors: dict = {}
         self.total_iterations = 0
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
+        self._pending_regularity: list[tuple[int, torch.Tensor]] = []
 
     @property
     def scale(self) -> float | None:
@@ -346,6 +385,12 @@ class INRTrainer:
                 net, samples, self._window_volume()))
         return sum(terms) if terms else None
 
+    def _image_penalty(self, image: torch.Tensor) -> torch.Tensor | float:
+        """TVWeight x mean total variation of the (dimensionless) image."""
+        if self.config.tv_weight == 0:
+            return 0.0
+        return self.config.tv_weight * total_variation(image / self.image_scale)
+
     def _window_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Normalised window: (x, y[, z]) half-widths over the largest half-extent.
         h = self.grid.half_extent
@@ -361,44 +406,93 @@ class INRTrainer:
         lo, hi = self._window_bounds()
         return lo + (hi - lo) * torch.rand(n, lo.numel(), device=self.device)
 
-    def _training_coords(self) -> torch.Tensor:
+    def _training_coords(self, points: slice) -> torch.Tensor:
+        coords = self.coords[points]
         if self.config.jitter == 0:
-            return self.coords
+            return coords
         if self._voxel is None:
             self._voxel = torch.tensor([v / self.grid.half_extent for v in self.grid.voxel_size],
                                        dtype=torch.float32, device=self.device)
-        return self.coords + (torch.rand_like(self.coords) - 0.5) * (self.config.jitter * self._voxel)
+        return coords + (torch.rand_like(coords) - 0.5) * (self.config.jitter * self._voxel)
+
+    def _plan_slabs(self) -> None:
+        """Split a 3D volume into slabs of slices trained one per iteration (SliceBatch)."""
+        self._slab_op: AstraOperator | None = None
+        self._slab_order: list[int] = []
+        self.slice_batch = self.grid.shape[0] if self.grid.ndim == 3 else None
+        if self.grid.ndim != 3:
+            return
+        slices, rows, cols = self.grid.shape
+        wanted = self.config.slice_batch or (
+            slices if slices * rows * cols <= _FULL_BATCH_VOXELS
+            else max(1, _SLAB_VOXELS // (rows * cols)))
+        # A divisor of the slice count, so that every slab has the same shape.
+        size = max(d for d in range(1, min(wanted, slices) + 1) if slices % d == 0)
+        if size == slices:
+            return
+        try:
+            self._slab_op = self.operator.slab(size, self.config.gpu_index)
+        except ValueError:
+            self._slab_op = None       # slices see each other (cone beam): whole volume
+            return
+        self.slice_batch = size
+
+    def _next_slab(self) -> int:
+        """First slice of the next slab: every slab once per epoch, in random order."""
+        if not self._slab_order:
+            n = self.grid.shape[0] // self.slice_batch
+            order = torch.randperm(n, generator=self._slab_rng).tolist()
+            self._slab_order = [k * self.slice_batch for k in order]
+        return self._slab_order.pop()
 
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (loss, relative residual) before the update, on device."""
         self.optimizer.zero_grad(set_to_none=True)
-        coords = self._training_coords()
-        chunks = self.field.chunks(coords.shape[0])
-        if len(chunks) == 1:
-            image = self.field.to_image(self.network(coords), self.grid.shape)
-            proj = project(image, self.operator)
-            loss = self.data_fit(proj)
-            reg = self._regularisation()
-            total = loss if reg is None else loss + reg
-            total.backward()
+        if self._slab_op is None:
+            shape, operator, rows, points = self.grid.shape, self.operator, None, slice(None)
         else:
-            # Render without autograd, take dL/d(output) once, then backpropagate chunk by chunk.
-            leaf = self.field.evaluate(coords).requires_grad_(True)
-            proj = project(self.field.to_image(leaf, self.grid.shape), self.operator)
-            loss = self.data_fit(proj)
-            loss.backward()
-            grad = leaf.grad
-            for s in chunks:
-                self.network(coords[s]).backward(grad[s])
-            reg = self._regularisation()
-            total = loss if reg is None else loss + reg
-            if reg is not None:
-                reg.backward()
+            first = self._next_slab()
+            rows = slice(first, first + self.slice_batch)
+            plane = self.grid.shape[1] * self.grid.shape[2]
+            shape = (self.slice_batch, *self.grid.shape[1:])
+            operator, points = self._slab_op, slice(first * plane, (first + self.slice_batch) * plane)
+        coords = self._training_coords(points)
+        chunks = self.field.chunks(coords.shape[0])
+        with self._precision():
+            if len(chunks) == 1:
+                image = self.field.to_image(self.network(coords).float(), shape)
+                proj = project(image, operator)
+                loss = self.data_fit(proj, rows) + self._image_penalty(image)
+                reg = self._regularisation()
+                total = loss if reg is None else loss + reg
+                total.backward()
+            else:
+                # Render without autograd, take dL/d(output) once, then backpropagate chunk by chunk.
+                leaf = self.field.evaluate(coords).float().requires_grad_(True)
+                image = self.field.to_image(leaf, shape)
+                proj = project(image, operator)
+                loss = self.data_fit(proj, rows) + self._image_penalty(image)
+                loss.backward()
+                grad = leaf.grad
+                for s in chunks:
+                    self.network(coords[s]).float().backward(grad[s])
+                reg = self._regularisation()
+                total = loss if reg is None else loss + reg
+                if reg is not None:
+                    reg.backward()
         self.optimizer.step()
         self._image = None
         with torch.no_grad():
-            residual = (proj.detach() - self.y).norm() / self.y_norm
+            y = self.y if rows is None else self.y[rows]
+            residual = (proj.detach() - y).norm() / y.norm().clamp_min(1e-30)
         return total.detach(), residual
+
+    def _precision(self):
+        """Context for the network passes: TF32 or bf16 matrix products where asked for."""
+        mode = self.matmul_precision
+        if mode == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return _Float32Matmul("high" if mode == "tf32" else "highest")
 
     def learning_rate_at(self, i: int, iterations: int) -> float:
         """Learning rate of step ``i`` (0-based) of a run of ``iterations`` steps.
@@ -415,20 +509,28 @@ class INRTrainer:
         return lr0 * decay ** ((i - knee) / (iterations - knee - 1))
 
     def _record_regularity(self, iteration: int) -> None:
-        items = self.regularity_history.items
-        if items and items[-1][0] == iteration:
+        """Queue a (path norm, deep path norm, Lipschitz bound) record, on device (no sync)."""
+        if self._pending_regularity and self._pending_regularity[-1][0] == iteration:
             return
         with torch.no_grad():
-            self.regularity_history.add(iteration,
-                                        float(regularity.path_norm(self.network)),
-                                        regularity.deep_path_norm(self.network),
-                                        regularity.lipschitz_bound(self.network))
+            values = torch.stack([regularity.path_norm(self.network).double(),
+                                  regularity.deep_path_norm(self.network, as_tensor=True),
+                                  regularity.lipschitz_bound(self.network, self._singular_vectors)])
+        self._pending_regularity.append((iteration, values))
+
+    def _flush_regularity(self) -> None:
+        items = self.regularity_history.items
+        for iteration, values in self._pending_regularity:
+            if not items or items[-1][0] != iteration:
+                self.regularity_history.add(iteration, *values.cpu().tolist())
+        self._pending_regularity = []
 
     def _train(self, iterations: int, callback: ProgressCallback | None, callback_every: int,
                stage: str = "train") -> None:
         """Run ``iterations`` steps on the current network (histories and timers updated)."""
         losses = torch.empty(iterations, device=self.device)
         residuals = torch.empty(iterations, device=self.device)
+        record_every = max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
         start = time.perf_counter()
         done = 0
         self._image = None
@@ -439,7 +541,7 @@ class INRTrainer:
                     group["lr"] = lr
                 losses[i], residuals[i] = self._step()
                 done = i + 1
-                if (self.total_iterations + done) % _REGULARITY_EVERY == 0:
+                if (self.total_iterations + done) % record_every == 0:
                     self._record_regularity(self.total_iterations + done)
                 if callback is not None and (done % callback_every == 0 or done == iterations):
                     info = Progress(done, iterations, self.total_iterations + done,
@@ -448,6 +550,7 @@ class INRTrainer:
                     if callback(info) is True:
                         break
         finally:
+            self._flush_regularity()
             rows = torch.stack([losses[:done], residuals[:done]], dim=1).cpu().tolist()
             for k, (loss, res) in enumerate(rows):
                 self.history.add(self.total_iterations + k + 1, loss, res)
@@ -483,6 +586,7 @@ class INRTrainer:
             self.choose_scale(callback, callback_every)
         self._train(int(iterations), callback, callback_every)
         self._record_regularity(self.total_iterations)
+        self._flush_regularity()
         with torch.no_grad():
             residual = self.operator.forward(self.image()) - self.y
             self.data_residual = float(residual.double().norm()) / self.y_norm
@@ -572,10 +676,12 @@ class INRTrainer:
             "image_scale": self.image_scale,
             "scale": self.scale,
             "chunk_points": self.chunk_points,
+            "slice_batch": self.slice_batch,
+            "matmul_precision": self.matmul_precision,
             "options": c.to_options(),
             "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
                              "Regulariser": c.regulariser,
-                             "RegulariserWeight": c.regulariser_weight,
+                             "RegulariserWeight": c.regulariser_weight, "TVWeight": c.tv_weight,
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,

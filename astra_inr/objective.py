@@ -26,7 +26,7 @@ import math
 
 import torch
 
-__all__ = ["DataFit", "clamp_inward", "estimate_noise_level", "ramp_response"]
+__all__ = ["DataFit", "clamp_inward", "estimate_noise_level", "ramp_response", "total_variation"]
 
 
 def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -87,11 +87,20 @@ class DataFit:
     def _energy(w: torch.Tensor) -> torch.Tensor:
         return (w.real ** 2 + w.imag ** 2).sum() if w.is_complex() else (w ** 2).sum()
 
-    def __call__(self, projections: torch.Tensor) -> torch.Tensor:
-        """Loss of projections A x (same shape as y), differentiable."""
+    def __call__(self, projections: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Loss of projections A x, differentiable.
+
+        ``rows`` selects detector rows (the first axis) for a slab of slices;
+        the normalisation is then the slab's share of the whole data's, so the
+        slab losses of an epoch add up to the full loss (and slabs of empty
+        slices, whose data are zero, need no special case).
+        """
+        y = self.y if rows is None else self.y[rows]
+        wy = self._wy if rows is None else self._wy[rows]
+        norm = self._norm if rows is None else self._norm * y.shape[0] / self.y.shape[0]
         if self.weighting == "l2":
-            return self._energy(projections - self.y) / self._norm
-        return self._energy(self._weigh(projections) - self._wy) / self._norm
+            return self._energy(projections - y) / norm
+        return self._energy(self._weigh(projections) - wy) / norm
 
 
 class _ClampInward(torch.autograd.Function):
@@ -136,3 +145,22 @@ def estimate_noise_level(y: torch.Tensor) -> float:
     d = y[..., 2:] - 2.0 * y[..., 1:-1] + y[..., :-2]
     sigma = float(d.abs().median()) / 0.6745 / math.sqrt(6.0)
     return sigma * math.sqrt(y.numel()) / max(float(y.double().norm()), 1e-30)
+
+
+def total_variation(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean isotropic total variation, sqrt(|grad f|^2 + eps^2) per voxel, differentiable.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(rows, cols)`` or ``(slices, rows, cols)``; forward differences
+        along every axis (voxel units), the last row/column/slice replicated.
+    eps : float
+        Smoothing in the image's units, so the gradient stays finite in flat
+        regions (the caller passes a dimensionless image of order 1).
+    """
+    sq = torch.zeros((), device=image.device, dtype=image.dtype)
+    for axis in range(image.dim()):
+        diff = torch.diff(image, dim=axis, append=image.narrow(axis, image.shape[axis] - 1, 1))
+        sq = sq + diff ** 2
+    return torch.sqrt(sq + eps * eps).mean()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import astra
 import astra.experimental
+import numpy as np
 import torch
 
 from . import geometry as geo
@@ -169,6 +170,42 @@ class AstraOperator:
         angles, dets = two_d.proj_shape
         return cls("slicewise3d", two_d.projector_id, (n_slices, rows, cols),
                    (n_slices, angles, dets), two_d.cuda, True, flip_rows=False)
+
+    def slab(self, n_slices: int, gpu_index: int | None = None) -> "AstraOperator":
+        """An operator for any ``n_slices`` consecutive slices and their detector rows.
+
+        Valid for stacks of 2D problems and for ``parallel3d`` with one
+        detector row per slice: rays run within slices, so every slab of the
+        same thickness projects alike whatever its height, and one projector
+        serves all slab positions.  Feed it ``vol[k:k+n]`` and ``proj[k:k+n]``.
+
+        Raises
+        ------
+        ValueError
+            For geometries where slices see each other (cone beam, tilted vectors).
+        """
+        n = int(n_slices)
+        if not 1 <= n <= self.vol_shape[0] or self.dim != 3:
+            raise ValueError(f"a slab needs 1 <= n_slices <= {self.vol_shape[0]} of a 3D volume")
+        if self.kind == "slicewise3d":
+            return AstraOperator("slicewise3d", self.projector_id, (n, *self.vol_shape[1:]),
+                                 (n, *self.proj_shape[1:]), self.cuda, owns_projector=False,
+                                 flip_rows=self.flip_rows)
+        vg = astra.projector3d.volume_geometry(self.projector_id)
+        pg = astra.projector3d.projection_geometry(self.projector_id)
+        geo.parallel3d_as_2d(vg, pg)            # raises unless rows and slices pair up
+        grid = geo.volume_grid(vg)
+        dz = grid.voxel_size[2]
+        slab_vg = astra.create_vol_geom(grid.shape[1], grid.shape[2], n, grid.minimum[0],
+                                        grid.maximum[0], grid.minimum[1], grid.maximum[1],
+                                        -n * dz / 2, n * dz / 2)
+        slab_pg = astra.create_proj_geom("parallel3d", float(pg["DetectorSpacingX"]),
+                                         float(pg["DetectorSpacingY"]), n,
+                                         int(pg["DetectorColCount"]),
+                                         np.asarray(pg["ProjectionAngles"], dtype=np.float64))
+        options = None if gpu_index is None else {"GPUindex": int(gpu_index)}
+        pid = astra.create_projector("cuda3d", slab_pg, slab_vg, options)
+        return AstraOperator.from_projector(pid, dim=3, owns_projector=True)
 
     # ------------------------------------------------------------------ properties
     @property

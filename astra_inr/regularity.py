@@ -85,26 +85,57 @@ def path_norm(net: INRNetwork) -> torch.Tensor:
 
 
 @torch.no_grad()
-def deep_path_norm(net: INRNetwork) -> float:
-    """``c^D * 1^T |W_{D+1}| ... |W_1| 1``, computed in float64."""
+def deep_path_norm(net: INRNetwork, as_tensor: bool = False) -> float | torch.Tensor:
+    """``c^D * 1^T |W_{D+1}| ... |W_1| 1``, computed in float64 (a 0-d tensor if ``as_tensor``)."""
     v = torch.ones(_weights(net)[0].shape[1], dtype=torch.float64, device=_weights(net)[0].device)
     for w in _weights(net):
         v = w.detach().double().abs() @ v
-    depth = len(net.hidden)
-    return float(v.sum()) * net.scale ** depth
+    value = v.sum() * net.scale ** len(net.hidden)
+    return value if as_tensor else float(value)
+
+
+def _spectral_norm(w: torch.Tensor, vectors: dict | None, key: int) -> torch.Tensor:
+    """Largest singular value: exact (float64 SVD) or, with ``vectors``, by power iteration.
+
+    Power iteration (50 steps of w^T w, warm-started from the last call's
+    vector) costs a few matrix-vector products instead of an SVD and never
+    synchronises a GPU; from a warm start it agrees with the SVD to ~1e-6.
+    """
+    if vectors is None:
+        return torch.linalg.matrix_norm(w.detach().double(), ord=2)
+    w = w.detach()
+    v = vectors.get(key)
+    if v is None or v.shape[0] != w.shape[1] or v.device != w.device:
+        v = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
+    for _ in range(50):
+        v = w.T @ (w @ v)
+        v = v / v.norm().clamp_min(1e-30)
+    vectors[key] = v
+    return (w @ v).norm()
 
 
 @torch.no_grad()
-def lipschitz_bound(net: INRNetwork) -> float:
-    """Upper bound on the Lipschitz constant of the network (see module docstring)."""
+def lipschitz_bound(net: INRNetwork, power_iteration: dict | None = None) -> float | torch.Tensor:
+    """Upper bound on the Lipschitz constant of the network (see module docstring).
+
+    Parameters
+    ----------
+    power_iteration : dict, optional
+        Cache of singular vectors: estimate the spectral norms by warm-started
+        power iteration (for frequent records during training) and return a
+        0-d tensor; by default exact SVDs and a float.
+    """
     slope = BW_MAX_SLOPE if net.activation_name == "bw_relu" else 1.0
-    bound = 1.0
+    factors = []
     if net.fourier is not None:
-        bound *= 2.0 * math.pi * float(torch.linalg.matrix_norm(net.fourier.B.double(), ord=2))
+        factors.append(2.0 * math.pi * _spectral_norm(net.fourier.B, power_iteration, -1))
     weights = _weights(net)
-    for w in weights[:-1]:
-        bound *= net.scale * slope * float(torch.linalg.matrix_norm(w.detach().double(), ord=2))
-    return bound * float(torch.linalg.matrix_norm(weights[-1].detach().double(), ord=2))
+    for k, w in enumerate(weights[:-1]):
+        factors.append(net.scale * slope * _spectral_norm(w, power_iteration, k))
+    factors.append(_spectral_norm(weights[-1], power_iteration, len(weights)))
+    bound = torch.stack([torch.as_tensor(f, dtype=torch.float64, device=factors[-1].device)
+                         for f in factors]).prod()
+    return bound if power_iteration is not None else float(bound)
 
 
 def weight_decay(net: INRNetwork) -> torch.Tensor:

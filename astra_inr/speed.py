@@ -1,0 +1,219 @@
+"""Speed measurements for ``scripts/benchmark.py --speed`` and the GPU check.
+
+Each function measures one claim and returns a JSON-friendly row with the
+machine it ran on.  Timings synchronise the GPU before reading the clock and
+discard warm-up runs (the first ones compile the BW-ReLU kernels).
+
+Rows:
+
+* :func:`activation_cost` -- forward+backward of the default network with
+  BW-ReLU against the same network with plain ReLU (same shapes, same run).
+* :func:`matmul_floor` -- one training iteration of a 2D reconstruction
+  against the forward+backward of the network's matrix products alone
+  (activations replaced by the identity): the floor a CPU can reach.
+* :func:`training_speed_2d` -- iterations per second of the default INR on
+  an n x n image with a given number of angles, and the seconds a run of
+  the default length takes.
+* :func:`volume_3d` -- a 3D parallel-beam reconstruction (GPU): INR until a
+  time budget against SIRT3D_CUDA after 100 iterations, PSNR against the
+  phantom, wall time and peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import astra
+import numpy as np
+import torch
+
+from .config import INRConfig
+from .fit import INRTrainer
+from .geometry import volume_grid
+from .metrics import psnr
+from .model import INRNetwork
+from .operator import AstraOperator
+
+__all__ = ["activation_cost", "matmul_floor", "training_speed_2d", "volume_3d", "machine",
+           "run_speed_benchmarks"]
+
+
+def machine(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds per call after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - t0)
+    return float(np.median(samples))
+
+
+def _fwd_bwd(net: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        net.zero_grad(set_to_none=True)
+        net(x).sum().backward()
+    return step
+
+
+def activation_cost(device: str = "cpu", points: int = 65536, width: int = 300, depth: int = 3,
+                    repeats: int = 5) -> dict[str, Any]:
+    """Forward+backward seconds of BW-ReLU vs ReLU networks of the same shape."""
+    dev = torch.device(device)
+    x = torch.rand(points, 2, device=dev) * 2 - 1
+    times = {}
+    for act in ("bw_relu", "relu"):
+        net = INRNetwork(2, width, depth, 3.0, activation=act).to(dev)
+        times[act] = _time(_fwd_bwd(net, x), dev, repeats)
+    return {"row": "BW-ReLU vs ReLU, forward+backward", "device": machine(dev), "points": points,
+            "width": width, "depth": depth, "bw_relu_s": times["bw_relu"], "relu_s": times["relu"],
+            "ratio": times["bw_relu"] / times["relu"], "target": "<= 1.3"}
+
+
+def _problem_2d(n: int, n_angles: int, device: torch.device) -> tuple[AstraOperator, torch.Tensor, Any]:
+    vg = astra.create_vol_geom(n, n)
+    pg = astra.create_proj_geom("parallel", 1.0, int(np.ceil(1.5 * n)),
+                                np.linspace(0, np.pi, n_angles, endpoint=False))
+    op = AstraOperator.create(vg, pg, "cuda" if device.type == "cuda" else "linear")
+    _, phantom = astra.data2d.shepp_logan(vg)
+    sino = op.forward(torch.from_numpy(phantom.astype(np.float32)).to(op.data_device))
+    return op, sino, vg
+
+
+def matmul_floor(device: str = "cpu", n: int = 128, n_angles: int = 100,
+                 repeats: int = 5) -> dict[str, Any]:
+    """A full training iteration vs the network's matrix products alone (same run)."""
+    dev = torch.device(device)
+    op, sino, vg = _problem_2d(n, n_angles, dev)
+    trainer = INRTrainer(INRConfig(device=dev.type), op, sino, volume_grid(vg))
+    iteration = _time(trainer._step, dev, repeats)
+    net = INRNetwork(2, trainer.config.width, trainer.config.depth, 3.0).to(dev)
+    net.activation = torch.nn.Identity()
+    with trainer._precision():
+        floor = _time(_fwd_bwd(net, trainer.coords), dev, repeats)
+    op.close()
+    return {"row": "training iteration vs matrix products alone", "device": machine(dev),
+            "image": f"{n}x{n}", "angles": n_angles, "iteration_s": iteration,
+            "matmul_fwd_bwd_s": floor, "ratio": iteration / floor, "target": "<= 1.5 (CPU)"}
+
+
+def training_speed_2d(device: str = "cpu", n: int = 256, n_angles: int = 100,
+                      iterations: int = 200, precision: str = "auto",
+                      default_run: int = 500) -> dict[str, Any]:
+    """Iterations per second of the default INR on a 2D problem."""
+    dev = torch.device(device)
+    op, sino, vg = _problem_2d(n, n_angles, dev)
+    trainer = INRTrainer(INRConfig(device=dev.type, matmul_precision=precision), op, sino,
+                         volume_grid(vg))
+    trainer.run(20)                                   # compile and warm up
+    _sync(dev)
+    t0 = time.perf_counter()
+    trainer.run(iterations)
+    _sync(dev)
+    seconds = time.perf_counter() - t0
+    op.close()
+    rate = iterations / seconds
+    return {"row": "INR training, 2D", "device": machine(dev), "image": f"{n}x{n}",
+            "angles": n_angles, "precision": trainer.matmul_precision, "iterations_per_s": rate,
+            f"seconds_for_{default_run}_iterations": default_run / rate,
+            "target": ">= 600 it/s at 256x256, 100 angles (GPU)"}
+
+
+def _peak_gpu_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def volume_3d(n: int = 256, n_angles: int = 256, seconds: float = 100.0, noise: float = 0.01,
+              options: dict[str, Any] | None = None, sirt_iterations: int = 100,
+              eval_every: float = 10.0) -> dict[str, Any]:
+    """INR vs SIRT3D_CUDA on an n^3 Shepp-Logan, parallel beam, n_angles angles (GPU only).
+
+    The sinogram is the cuda3d projection of the phantom plus Gaussian noise
+    (``noise`` x its maximum).  SIRT3D_CUDA runs ``sirt_iterations`` from
+    zero (non-negative).  The INR trains with its defaults (slabs of slices)
+    until ``seconds`` of wall time, evaluated every ``eval_every`` seconds.
+    """
+    if not astra.use_cuda():
+        raise RuntimeError("volume_3d needs ASTRA's CUDA projectors")
+    dev = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats(dev)
+    vg = astra.create_vol_geom(n, n, n)
+    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, n, int(np.ceil(1.5 * n)),
+                                np.linspace(0, np.pi, n_angles, endpoint=False))
+    _, phantom = astra.data3d.shepp_logan(vg)
+    phantom = phantom.astype(np.float32)
+    op = AstraOperator.create(vg, pg)
+    clean = op.forward(torch.from_numpy(phantom).cuda())
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sino = clean + noise * clean.abs().max() * torch.randn(clean.shape, device="cuda", generator=gen)
+
+    sid = astra.data3d.create("-sino", pg, sino.cpu().numpy())
+    rid = astra.data3d.create("-vol", vg, 0)
+    cfg = astra.astra_dict("SIRT3D_CUDA")
+    cfg.update(ProjectionDataId=sid, ReconstructionDataId=rid, option={"MinConstraint": 0.0})
+    alg = astra.algorithm.create(cfg)
+    t0 = time.perf_counter()
+    astra.algorithm.run(alg, sirt_iterations)
+    sirt_seconds = time.perf_counter() - t0
+    sirt = astra.data3d.get(rid)
+    astra.algorithm.delete(alg)
+    astra.data3d.delete([sid, rid])
+    sirt_psnr = psnr(sirt, phantom)
+
+    config = INRConfig(**{"min_constraint": 0.0, **(options or {})})
+    trainer = INRTrainer(config, op, sino, volume_grid(vg))
+    curve = []
+    t0 = time.perf_counter()
+    step = 200
+    while time.perf_counter() - t0 < seconds:
+        trainer.run(step)
+        _sync(dev)
+        elapsed = time.perf_counter() - t0
+        value = psnr(trainer.image().cpu().numpy(), phantom)
+        curve.append([trainer.total_iterations, round(elapsed, 2), round(value, 3)])
+        step = max(50, int(step * eval_every / max(elapsed / len(curve), 1e-3)))
+    inr_seconds = time.perf_counter() - t0
+    reached = next((c[1] for c in curve if c[2] >= sirt_psnr), None)
+    op.close()
+    return {"row": f"3D parallel beam {n}^3, {n_angles} angles", "device": machine(dev),
+            "noise": noise, "sirt3d_iterations": sirt_iterations, "sirt3d_psnr": sirt_psnr,
+            "sirt3d_s": sirt_seconds, "inr_psnr": curve[-1][2], "inr_s": inr_seconds,
+            "inr_iterations": trainer.total_iterations, "inr_slice_batch": trainer.slice_batch,
+            "inr_seconds_to_reach_sirt_psnr": reached, "psnr_curve": curve,
+            "peak_gpu_memory_gb": (_peak_gpu_bytes(dev) or 0) / 2**30,
+            "options": trainer.config.to_options(),
+            "target": "INR PSNR >= SIRT3D(100) within 120 s"}
+
+
+def run_speed_benchmarks(args: Any = None) -> list[dict[str, Any]]:
+    """The speed rows for this machine: CPU rows always, GPU rows when there is a GPU.
+
+    ``args.quick`` shrinks the CPU problems.
+    """
+    quick = bool(getattr(args, "quick", False))
+    rows = [activation_cost("cpu", points=16384 if quick else 65536),
+            matmul_floor("cpu", n=96 if quick else 128),
+            training_speed_2d("cpu", n=96 if quick else 128, iterations=10 if quick else 30)]
+    if torch.cuda.is_available() and astra.use_cuda():
+        rows += [activation_cost("cuda", points=65536), matmul_floor("cuda", n=256),
+                 training_speed_2d("cuda", n=256, iterations=600)]
+        if not quick:
+            rows.append(volume_3d(256, 256, seconds=100.0))
+    return rows

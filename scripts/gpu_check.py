@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""One prepared run on a GPU machine: correctness of the CUDA paths, then every GPU speed row.
+
+    python scripts/gpu_check.py [--out DIR] [--budget 420]
+
+Sections (each guarded: a failure is reported and the next runs):
+
+1. 2D ``cuda`` projector through the ASTRA plugin: INR on GPU vs SIRT_CUDA
+   (orientation) and vs the same INR on the CPU path (quality).
+2. 3D ``cuda3d``: the CPU slice-by-slice operator against cuda3d's forward
+   projection (same convention, rows flipped as DESIGN.md says), a parallel3d
+   and a cone-beam INR through the plugin against SIRT3D_CUDA (orientation).
+3. Defaults sweep: INR with the scale c and TV weight varied on simulated
+   Shepp-Logan and real-CT cases against tuned FBP/SIRT/CGLS (GPU ASTRA).
+4. Speed: BW-ReLU vs ReLU, iteration vs matrix products, 2D 256x256 / 100
+   angles iterations per second in float32, TF32 and bf16 (with the PSNR each
+   reaches, to judge accuracy), the 3D 256^3 reconstruction against
+   SIRT3D_CUDA, and a 512^3 volume (memory).
+
+Writes ``gpu_check.json`` to ``--out`` (default ``$OUT`` or the current folder)
+and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import astra
+import numpy as np
+import torch
+
+import astra_inr
+from astra_inr import AstraOperator, INRConfig, INRTrainer, volume_grid
+from astra_inr.metrics import psnr
+from astra_inr.speed import activation_cost, machine, matmul_floor, training_speed_2d, volume_3d
+
+RESULTS: dict = {"sections": {}}
+START = time.perf_counter()
+OUT_DIR = Path(os.environ.get("OUT", "."))
+
+
+def save() -> None:
+    """Write what is known so far (a run cut off at its time limit still leaves its results)."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS["elapsed_seconds"] = time.perf_counter() - START
+    (OUT_DIR / "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+
+
+def section(name: str):
+    def wrap(fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            print(f"\n== {name} (t={t0 - START:.0f}s)", flush=True)
+            try:
+                out = fn(*args, **kwargs)
+                RESULTS["sections"][name] = {"ok": True, "seconds": time.perf_counter() - t0, **(out or {})}
+            except Exception as exc:  # report and go on: one run must answer everything it can
+                traceback.print_exc()
+                RESULTS["sections"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                             "seconds": time.perf_counter() - t0}
+            print(json.dumps(RESULTS["sections"][name], default=str)[:1500], flush=True)
+            save()
+        return run
+    return wrap
+
+
+def corr(a, b) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def _run_alg(name, proj_id, sid, rid, its, options=None, dim=2):
+    cfg = astra.astra_dict(name)
+    if proj_id is not None:
+        cfg["ProjectorId"] = proj_id
+    cfg.update(ProjectionDataId=sid, ReconstructionDataId=rid)
+    if options:
+        cfg["option"] = options
+    alg = astra.algorithm.create(cfg)
+    astra.algorithm.run(alg, its)
+    data = (astra.data2d if dim == 2 else astra.data3d).get(rid)
+    return data, alg
+
+
+@section("2D cuda plugin vs SIRT_CUDA and the CPU path")
+def check_2d():
+    n = 96
+    vg = astra.create_vol_geom(n, n)
+    pg = astra.create_proj_geom("parallel", 1.0, 144, np.linspace(0, np.pi, 60, endpoint=False))
+    _, phantom = astra.data2d.shepp_logan(vg)
+    cpu = astra.create_projector("linear", pg, vg)
+    gpu = astra.create_projector("cuda", pg, vg)
+    sid, sino = astra.create_sino(phantom, cpu)
+    rid = astra.data2d.create("-vol", vg, 0)
+    sirt, _ = _run_alg("SIRT_CUDA", gpu, sid, rid, 200)
+    sirt = sirt.copy()
+    opts = {"Seed": 0, "MinConstraint": 0.0}
+    inr_gpu, alg = _run_alg("INR", gpu, sid, rid, 300, opts)
+    inr_gpu = inr_gpu.copy()
+    rep = astra_inr.report(alg)
+    inr_cpu, _ = _run_alg("INR", cpu, sid, rid, 300, {**opts, "Device": "cpu"})
+    flips = {"same": corr(inr_gpu, sirt), "rows reversed": corr(inr_gpu[::-1], sirt),
+             "cols reversed": corr(inr_gpu[:, ::-1], sirt)}
+    return {"device": rep["device"], "corr_with_sirt_cuda": flips,
+            "orientation_ok": max(flips, key=flips.get) == "same" and flips["same"] > 0.9,
+            "psnr_inr_gpu": psnr(inr_gpu, phantom), "psnr_inr_cpu": psnr(inr_cpu, phantom),
+            "psnr_sirt_cuda_200": psnr(sirt, phantom), "seconds_inr_gpu_300": rep["seconds"]}
+
+
+@section("3D: slicewise CPU operator vs cuda3d, plugin parallel3d and cone vs SIRT3D_CUDA")
+def check_3d():
+    n, s = 64, 8
+    vg = astra.create_vol_geom(n, n, s)
+    angles = np.linspace(0, np.pi, 90, endpoint=False)
+    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, s, 96, angles)
+    _, phantom = astra.data3d.shepp_logan(vg)
+    phantom = phantom.astype(np.float32)
+    gpu_op = AstraOperator.create(vg, pg)
+    cpu_op = AstraOperator.slicewise_parallel3d(vg, pg)
+    x = torch.from_numpy(phantom)
+    p_gpu = gpu_op.forward(x.cuda()).cpu().numpy()
+    p_cpu = cpu_op.forward(x).numpy()
+    rel = float(np.linalg.norm(p_gpu - p_cpu) / np.linalg.norm(p_gpu))
+    # Is the slicewise convention right?  Compare against the flipped alternatives too.
+    alt = AstraOperator("slicewise3d", cpu_op.projector_id, cpu_op.vol_shape, cpu_op.proj_shape,
+                        False, owns_projector=False, flip_rows=False).forward(x).numpy()
+    rel_noflip = float(np.linalg.norm(p_gpu - alt) / np.linalg.norm(p_gpu))
+    y = torch.rand(gpu_op.proj_shape)
+    adj_gpu = gpu_op.adjoint(y.cuda()).cpu().numpy()
+    adj_cpu = cpu_op.adjoint(y).numpy()
+    out = {"fp_rel_diff_cuda3d_vs_slicewise": rel, "fp_rel_diff_without_row_flip": rel_noflip,
+           "bp_rel_diff": float(np.linalg.norm(adj_gpu - adj_cpu) / np.linalg.norm(adj_gpu))}
+    # Slab operator vs the whole-volume cuda3d projection.
+    slab = gpu_op.slab(2)
+    out["slab_rel_diff"] = float(max(
+        np.linalg.norm(slab.forward(x[k:k + 2].contiguous().cuda()).cpu().numpy() - p_gpu[k:k + 2])
+        / np.linalg.norm(p_gpu[k:k + 2]) for k in range(0, s, 2)))
+    for kind, geom in (("parallel3d", pg),
+                       ("cone", astra.create_proj_geom("cone", 1.0, 1.0, 24, 112, angles, 400.0, 100.0))):
+        sid = astra.data3d.create("-sino", geom, 0)
+        op = AstraOperator.create(vg, geom)
+        astra.data3d.store(sid, op.forward(x.cuda()).cpu().numpy())
+        rid = astra.data3d.create("-vol", vg, 0)
+        sirt, _ = _run_alg("SIRT3D_CUDA", None, sid, rid, 150, {"MinConstraint": 0.0}, dim=3)
+        sirt = sirt.copy()
+        inr, alg = _run_alg("INR", None, sid, rid, 300, {"MinConstraint": 0.0}, dim=3)
+        rep = astra_inr.report(alg)
+        out[kind] = {"corr_inr_sirt3d": corr(inr, sirt), "corr_rows_flipped": corr(inr[:, ::-1], sirt),
+                     "psnr_inr": psnr(inr, phantom), "psnr_sirt3d_150": psnr(sirt, phantom),
+                     "operator": rep["operator"]["kind"], "slice_batch": rep["slice_batch"],
+                     "device": rep["device"], "seconds": rep["seconds"]}
+    return out
+
+
+@section("speed rows")
+def speed(budget_3d: float):
+    rows = [activation_cost("cuda"), matmul_floor("cuda", n=256)]
+    quality = {}
+    for precision in ("float32", "tf32", "bf16"):
+        row = training_speed_2d("cuda", n=256, n_angles=100, iterations=600, precision=precision)
+        rows.append(row)
+        # Accuracy of the precision: PSNR after 600 iterations on the Shepp-Logan problem.
+        vg = astra.create_vol_geom(256, 256)
+        pg = astra.create_proj_geom("parallel", 1.0, 384, np.linspace(0, np.pi, 100, endpoint=False))
+        _, phantom = astra.data2d.shepp_logan(vg)
+        op = AstraOperator.create(vg, pg)
+        sino = op.forward(torch.from_numpy(phantom.astype(np.float32)).cuda())
+        tr = INRTrainer(INRConfig(matmul_precision=precision, min_constraint=0.0), op, sino,
+                        volume_grid(vg))
+        tr.run(600)
+        quality[precision] = psnr(tr.image().cpu().numpy(), phantom)
+        op.close()
+    rows.append({"row": "PSNR after 600 iterations by matmul precision (256x256, 100 angles, "
+                        "clean data)", **quality})
+    remaining = budget_3d - (time.perf_counter() - START)
+    if remaining > 60:
+        rows.append(volume_3d(256, 256, seconds=min(100.0, remaining - 20)))
+    return {"rows": rows}
+
+
+@section("defaults sweep: scale c and TV weight against tuned baselines")
+def defaults_sweep(deadline: float, iterations: int = 1000):
+    """Evidence for the defaults of issue 7: INR (c, TVWeight) on several cases vs best baselines."""
+    import tifffile
+
+    from astra_inr.cases import case_from_phantom
+    from astra_inr.compare import compare_methods
+    from astra_inr.recon import ReconOptions
+
+    root = Path(__file__).resolve().parents[1]
+    ct_path = root / ".gpu" / "ct_small_attenuation.tif"
+    ct = tifffile.imread(ct_path) if ct_path.exists() else None
+    sl = astra.data2d.shepp_logan(astra.create_vol_geom(256, 256))[1].astype(np.float32)
+    cases = [("sl256-30-n0", sl, 30, 0.0, None), ("sl256-60-n3", sl, 60, 0.03, None),
+             ("sl256-100-n1", sl, 100, 0.01, None)]
+    if ct is not None:
+        cases += [("ct128-60-n1", ct, 60, 0.01, None), ("ct128-lim120-n1", ct, 60, 0.01, 120.0)]
+    configs = [(3.0, 0.0), (3.0, 0.1), (1.5, 0.0), (1.5, 0.03), (1.5, 0.1), (1.5, 0.3), (1.5, 1.0)]
+    out = {}
+    for name, image, n_angles, noise, limited in cases:
+        if time.perf_counter() - START > deadline:
+            out[name] = "skipped: out of time"
+            continue
+        sino, ref, case = case_from_phantom(image, n_angles, noise, limited)
+        n = case["grid_size"]
+        base = compare_methods(sino, ["FBP", "SIRT", "CGLS"], ReconOptions(size=n), ref)
+        row = {"baselines": {k: [round(v.psnr, 2), round(v.ssim, 3), v.iterations]
+                             for k, v in base.items()}}
+        for c, tv in configs:
+            opts = ReconOptions(size=n, iterations=iterations, inr={"scale": c, "tv_weight": tv})
+            r = compare_methods(sino, ["INR"], opts, ref)["INR"]
+            row[f"inr c={c} tv={tv}"] = [round(r.psnr, 2), round(r.ssim, 3), round(r.seconds, 1)]
+            row["noise_level"] = r.extra.get("estimated_noise_level")
+        out[name] = row
+        print(name, json.dumps(row), flush=True)
+    return {"iterations": iterations, "cases": out}
+
+
+@section("512^3 volume on one GPU (memory)")
+def big_volume():
+    n = 512
+    torch.cuda.reset_peak_memory_stats()
+    vg = astra.create_vol_geom(n, n, n)
+    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, n, 768, np.linspace(0, np.pi, n, endpoint=False))
+    op = AstraOperator.create(vg, pg)
+    vol = torch.zeros((n, n, n), device="cuda")
+    vol[128:384, 160:352, 96:416] = 1.0
+    sino = op.forward(vol)
+    del vol
+    tr = INRTrainer(INRConfig(min_constraint=0.0), op, sino, volume_grid(vg))
+    t0 = time.perf_counter()
+    tr.run(100)
+    image = tr.image()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    free, total = torch.cuda.mem_get_info()
+    return {"iterations": 100, "seconds": seconds, "slice_batch": tr.slice_batch,
+            "image_shape": list(image.shape), "finite": bool(torch.isfinite(image).all()),
+            "torch_peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+            "device_used_gb_at_end": (total - free) / 2**30, "device_total_gb": total / 2**30}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    ap.add_argument("--budget", type=float, default=530.0,
+                    help="seconds after which optional sections are skipped")
+    args = ap.parse_args()
+    global OUT_DIR
+    OUT_DIR = args.out
+    RESULTS.update(device=machine("cuda") if torch.cuda.is_available() else "no GPU",
+                   torch=torch.__version__, astra=astra.__version__, astra_cuda=astra.use_cuda(),
+                   python=sys.version.split()[0])
+    print(json.dumps({k: v for k, v in RESULTS.items() if k != "sections"}), flush=True)
+    if not (torch.cuda.is_available() and astra.use_cuda()):
+        raise SystemExit("gpu_check needs a CUDA GPU visible to torch and to ASTRA")
+    check_2d()
+    check_3d()
+    speed(args.budget - 200)
+    big_volume()
+    defaults_sweep(deadline=args.budget - 25)
+    RESULTS["total_seconds"] = time.perf_counter() - START
+    save()
+    print("\n== summary")
+    for name, sec in RESULTS["sections"].items():
+        print(f"{'ok ' if sec['ok'] else 'FAIL'} {sec['seconds']:7.1f}s  {name}")
+    for row in RESULTS["sections"].get("speed rows", {}).get("rows", []):
+        print(json.dumps({k: v for k, v in row.items() if k != "psnr_curve"}, default=str))
+
+
+if __name__ == "__main__":
+    main()
