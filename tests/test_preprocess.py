@@ -415,3 +415,16 @@ def test_tooth_fbp_is_sharpest_at_the_found_centre(tooth_auto):
     # The Sinograms helpers give the same geometry and centring as the functions.
     assert tooth_auto.geometry()["type"] == "parallel_vec"
     np.testing.assert_array_equal(tooth_auto.centered()[0], center_sinogram(tooth_auto.data[0], centre))
+
+
+def test_a_single_sinogram_is_binned_along_the_detector_only(tmp_path):
+    from astra_inr.io import open_scan
+    counts = np.full((30, 40), 1000, dtype=np.uint16)
+    counts[:, 10:30] = 500                          # an absorber in the middle columns
+    path = tmp_path / "sino.npy"
+    np.save(path, counts)
+    scan = open_scan(path, angles="0:180:30", values="counts")
+    sino = preprocess(scan, PreprocessOptions(binning=2, flat_columns="0:4", center=19.5))
+    assert sino.data.shape == (1, 30, 20)
+    assert sino.report["row_binning"] == 1 and sino.report["binning"] == 2
+    np.testing.assert_allclose(sino.data[0, :, 5:15], np.log(2), rtol=1e-5)

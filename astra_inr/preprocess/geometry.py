@@ -110,18 +110,20 @@ def parallel_geometry(angles: np.ndarray, n_cols: int, pixel_size: float | None 
 # Binning
 # ---------------------------------------------------------------------------
 
-def bin_sinograms(sinograms: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor x factor`` detector pixels of ``(rows, angles, cols)`` data.
+def bin_sinograms(sinograms: np.ndarray, factor: int, row_factor: int | None = None) -> np.ndarray:
+    """Average ``row_factor x factor`` detector pixels of ``(rows, angles, cols)`` data.
 
-    Trailing rows/columns that do not fill a bin are dropped.  Returns float32
-    ``(rows // factor, angles, cols // factor)``.
+    ``row_factor`` defaults to ``factor`` (square bins).  Trailing rows/columns
+    that do not fill a bin are dropped.  Returns float32
+    ``(rows // row_factor, angles, cols // factor)``.
     """
-    if factor == 1:
+    kr = factor if row_factor is None else row_factor
+    if factor == 1 and kr == 1:
         return np.asarray(sinograms, dtype=np.float32)
     rows, n_angles, cols = sinograms.shape
-    r, c = rows // factor, cols // factor
-    trimmed = sinograms[:r * factor, :, :c * factor]
-    binned = trimmed.reshape(r, factor, n_angles, c, factor).mean(axis=(1, 4), dtype=np.float64)
+    r, c = rows // kr, cols // factor
+    trimmed = sinograms[:r * kr, :, :c * factor]
+    binned = trimmed.reshape(r, kr, n_angles, c, factor).mean(axis=(1, 4), dtype=np.float64)
     return binned.astype(np.float32)
 
 

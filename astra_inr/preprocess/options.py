@@ -64,8 +64,9 @@ class PreprocessOptions:
         Detector rows of the file to process, 0-based, stop excluded, before
         binning.  ``None``: all rows.  Stored as ``(start, stop_or_None)``.
     binning : int
-        Average ``binning x binning`` detector pixels (rows and columns).  Rows
-        or columns left over at the end are dropped (and reported).
+        Average ``binning x binning`` detector pixels (rows and columns); a
+        single-row scan (one sinogram) is binned along the detector only.
+        Rows or columns left over at the end are dropped (and reported).
     angles_step : int
         Keep every ``angles_step``-th projection.
     center : 'auto' or float

@@ -78,7 +78,8 @@ def _check_scan(scan: Scan, options: PreprocessOptions) -> tuple[int, int]:
     if stop > n_rows:
         raise ValueError(f"rows {start}:{stop} outside {scan.path.name}'s {n_rows} detector rows")
     k = options.binning
-    if stop - start < k:
+    kr = _row_binning(scan, options)
+    if stop - start < kr:
         raise ValueError(f"binning {k} needs at least {k} detector rows; rows {start}:{stop} give "
                          f"{stop - start}" + (" (a single sinogram has one row)" if n_rows == 1 else ""))
     if n_cols < k:
@@ -95,7 +96,13 @@ def _check_scan(scan: Scan, options: PreprocessOptions) -> tuple[int, int]:
         _check_center(options.center, n_cols)
     if options.angles_step > scan.n_angles:
         raise ValueError(f"angles_step {options.angles_step} is larger than the scan's {scan.n_angles} angles")
-    return start, start + k * ((stop - start) // k)
+    return start, start + kr * ((stop - start) // kr)
+
+
+def _row_binning(scan: Scan, options: PreprocessOptions) -> int:
+    """Rows averaged per output row: the binning, except for a single-row scan (a sinogram),
+    which is binned along the detector only."""
+    return 1 if scan.n_rows == 1 else options.binning
 
 
 def preprocess(scan: Scan, options: PreprocessOptions | None = None, progress: Progress | None = None,
@@ -133,16 +140,17 @@ def preprocess(scan: Scan, options: PreprocessOptions | None = None, progress: P
     t0 = time.perf_counter()
     first_row, last_row = _check_scan(scan, options)
     k = options.binning
+    kr = _row_binning(scan, options)
     n_cols_out = scan.n_cols // k
     angle_sel = slice(0, scan.n_angles, options.angles_step)
     angles = scan.angles[angle_sel].copy()
-    shape_out = ((last_row - first_row) // k, angles.size, n_cols_out)
+    shape_out = ((last_row - first_row) // kr, angles.size, n_cols_out)
     if out is None:
         out = np.empty(shape_out, dtype=np.float32)
     elif tuple(out.shape) != shape_out:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {shape_out} (rows, angles, cols)")
 
-    block = k * math.ceil(options.block_rows / k)
+    block = kr * math.ceil(options.block_rows / kr)
     starts = list(range(first_row, last_row, block))
     n_centre = min(options.center_rows, last_row - first_row)
     centre_rows = sorted(set(np.linspace(first_row, last_row - 1, n_centre).round().astype(int).tolist()))
@@ -200,8 +208,8 @@ def preprocess(scan: Scan, options: PreprocessOptions | None = None, progress: P
         for r in centre_rows:
             if r0 <= r < r1:
                 centre_sinos[r] = sinos[r - r0].copy()
-        o0 = (r0 - first_row) // k
-        binned = bin_sinograms(sinos, k)
+        o0 = (r0 - first_row) // kr
+        binned = bin_sinograms(sinos, k, kr)
         out[o0:o0 + binned.shape[0]] = binned
         del sinos, binned
         if progress is not None:
@@ -217,7 +225,8 @@ def preprocess(scan: Scan, options: PreprocessOptions | None = None, progress: P
     report: dict[str, Any] = {
         "scan": str(scan.path), "format": scan.format, "values": scan.values,
         "shape_in": list(scan.shape), "shape_out": list(shape_out),
-        "rows": [first_row, last_row], "binning": k, "angles_step": options.angles_step,
+        "rows": [first_row, last_row], "binning": k, "row_binning": kr,
+        "angles_step": options.angles_step,
         "n_angles": int(angles.size), "angle_range_deg": [float(deg.min()), float(deg.max())],
         "cols_dropped": scan.n_cols - n_cols_out * k,
         "block_rows": block, "blocks": len(starts),
