@@ -1,0 +1,142 @@
+"""scripts/benchmark.py: a tiny run's JSON and table, failing cases, the speed hook, case choice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--quick", "--cases", "ct-30-n0", "--methods", "FBP,SIRT", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark script imported as a module (it is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("astra_inr_benchmark_script",
+                                                  ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_tiny_run_writes_json_and_table(bench, tmp_path, capsys):
+    rc = bench.main([*TINY, "--out", str(tmp_path), "--figures", str(tmp_path / "fig")])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json", "fig"]  # no temporary
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert data["complete"] is True and data["wall_seconds"] > 0
+    assert data["mode"]["name"] == "quick" and data["mode"]["ct_size"] == 64
+    assert data["mode"]["inr"]["defaults"] is False and data["mode"]["inr"]["options"] == {"width": 128}
+    assert data["methods"] == ["FBP", "SIRT"]
+    machine = data["machine"]
+    for key in ("platform", "cpu_count", "astra_use_cuda", "gpu", "torch_cuda_available"):
+        assert key in machine
+    assert machine["versions"]["torch"] and machine["versions"]["astra-toolbox"]
+    assert data["speed"]["status"] == "skipped"        # --quick runs no speed rows by default
+
+    assert list(data["cases"]) == ["ct-30-n0"]
+    case = data["cases"]["ct-30-n0"]
+    assert case["status"] == "ok" and case["data_shape"] == [1, 30, 96]
+    assert case["seconds"] >= case["build_seconds"] > 0 and len(case["load_average_after"]) == 3
+    assert case["parameters"] == {"kind": "phantom", "phantom": "ct", "size": 64, "angles": 30,
+                                  "noise": 0.0, "limited_deg": None, "seed": 0}
+    assert case["reference"] == "the phantom" and "ct_small_attenuation" in case["case"]["input"]
+    assert case["options"]["size"] == 64 and case["options"]["device"] == "cpu"
+    assert case["figures"] == str(tmp_path / "fig" / "ct-30-n0")
+    assert (tmp_path / "fig" / "ct-30-n0" / "comparison.png").is_file()
+    methods = case["methods"]
+    assert list(methods) == ["FBP", "SIRT"]
+    for m in methods.values():
+        assert set(m) >= {"psnr", "ssim", "seconds", "iterations", "iteration_choice"}
+        assert 10 < m["psnr"] < 60 and 0 < m["ssim"] <= 1 and m["seconds"] >= 0
+    assert methods["FBP"]["iterations"] == 1
+    assert "best PSNR against the reference" in methods["SIRT"]["iteration_choice"]
+    assert methods["SIRT"]["psnr"] > methods["FBP"]["psnr"] + 3     # 30 noise-free angles
+    assert case["winner"] == "SIRT" and case["inr_margin_db"] is None
+
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "| case | FBP | SIRT | best PSNR | INR - best classical (dB) |"
+    row = next(line for line in lines if line.startswith("| ct-30-n0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].startswith(f"{methods['FBP']['psnr']:.2f} / {methods['FBP']['ssim']:.3f} / ")
+    assert cells[2].startswith(f"{methods['SIRT']['psnr']:.2f} / ")
+    assert cells[3:] == ["SIRT", "n/a"]
+    assert data["table"].startswith(lines[0])
+
+
+def test_failing_case_is_reported_and_speed_rows_come_from_the_hook(bench, tmp_path, capsys,
+                                                                     monkeypatch):
+    def broken_build(spec, mode, args):
+        raise RuntimeError("simulated failure")
+
+    seen = {}
+
+    def fake_speed(args):
+        seen["quick"] = args.quick
+        return [{"row": "2D 64^2", "iterations_per_second": 12.5, "peak_memory_gb": None,
+                 "curve": [[0, 1.0]]}]
+
+    snapshots = []
+    real_write = bench.write_json_atomic
+
+    def recording_write(path, data):
+        snapshots.append(json.loads(json.dumps(data, default=str)))
+        real_write(path, data)
+
+    monkeypatch.setattr(bench, "build_case", broken_build)
+    monkeypatch.setattr(bench, "write_json_atomic", recording_write)
+    monkeypatch.setitem(sys.modules, "astra_inr.speed",
+                        types.SimpleNamespace(run_speed_benchmarks=fake_speed))
+    json_path = tmp_path / "sub" / "b.json"
+    rc = bench.main([*TINY, "--speed", "--json", str(json_path)])
+    assert rc == 1                                      # a failed case fails the run ...
+    data = json.loads(json_path.read_text())            # ... after writing everything
+    case = data["cases"]["ct-30-n0"]
+    assert case["status"] == "error" and case["error"] == "RuntimeError: simulated failure"
+    assert "Traceback" in case["traceback"] and "methods" not in case
+    # Written after the case (incomplete) and again at the end.
+    assert len(snapshots) == 2 and snapshots[0]["complete"] is False
+    assert snapshots[0]["cases"]["ct-30-n0"]["status"] == "error"
+    assert seen == {"quick": True}
+    assert data["speed"]["status"] == "ok" and data["speed"]["rows"][0]["curve"] == [[0, 1.0]]
+    out = capsys.readouterr().out
+    assert "| ct-30-n0 | - | - | error: RuntimeError: simulated failure | - |" in out
+    assert "| row | iterations_per_second | peak_memory_gb |" in out      # lists stay in the JSON
+    assert "| 2D 64^2 | 12.5 | - |" in out
+
+
+def test_missing_speed_module_is_reported(bench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "astra_inr.speed", None)     # import raises ModuleNotFoundError
+    assert bench.speed_rows(bench.build_parser().parse_args([])) is None
+    section = bench.speed_section(bench.build_parser().parse_args([]), lambda msg: None)
+    assert section["status"] == "unavailable" and "does not exist" in section["note"]
+
+
+def test_case_selection_and_winner(bench):
+    quick = [c.id for c in bench.select_cases(bench.QUICK_MODE, None)]
+    assert quick == ["ct-30-n0", "ct-60-n3", "ct-lim120-n1", "sl-30-n1", "tooth-step4",
+                     "neutron-quarter"]
+    every = [c.id for c in bench.all_cases(bench.DEFAULT_MODE)]
+    assert len(every) == 16 and len(set(every)) == 16
+    assert {"ct-60-n1", "sl-lim120-n1", "sl-30-n0"} <= set(every)
+    assert [c.id for c in bench.select_cases(bench.DEFAULT_MODE, "sl-60-*,tooth*")] == [
+        "sl-60-n0", "sl-60-n1", "sl-60-n3", "tooth-step4"]
+    limited = next(c for c in bench.all_cases(bench.DEFAULT_MODE) if c.id == "sl-lim120-n1")
+    assert limited.params["limited_deg"] == 120 and limited.params["angles"] == 60
+    assert limited.params["size"] == 256
+    with pytest.raises(ValueError, match="no case matches"):
+        bench.select_cases(bench.DEFAULT_MODE, "nothing-*")
+    assert bench.main(["--cases", "nothing-*"]) == 2
+
+    rows = {"FBP": {"psnr": 20.0}, "SIRT": {"psnr": 25.0}, "INR": {"psnr": 26.5}}
+    assert bench.winner_and_margin(rows) == ("INR", pytest.approx(1.5))
+    assert bench.winner_and_margin({"INR": {"psnr": 20.0}}) == ("INR", None)
+    assert bench.winner_and_margin({"FBP": {"psnr": None}}) == (None, None)
