@@ -30,7 +30,7 @@ class INRConfig:
     width: int = _opt(300, "Width", "Neurons per hidden layer.", "int")
     depth: int = _opt(3, "Depth", "Number of hidden BW-ReLU layers.", "int")
     scale: float | str = _opt(
-        3.0, "Scale", "Global BW-ReLU scale c in psi(c (W x + b)); larger c lets each neuron "
+        2.0, "Scale", "Global BW-ReLU scale c in psi(c (W x + b)); larger c lets each neuron "
         "resolve finer detail.  'auto': train each of ScaleCandidates for "
         "ScaleSearchIterations, keep those reaching the common data-fit target and choose the "
         "lowest path norm.", "scale")
@@ -44,7 +44,7 @@ class INRConfig:
     activation: str = _opt("bw_relu", "Activation", "Hidden activation: 'bw_relu' (the "
                            "B-spline wavelet of ReLUs) or 'relu' (for comparison).", "choice",
                            ("bw_relu", "relu"))
-    learning_rate: float = _opt(2e-3, "LearningRate", "Adam step size at the start of each run.",
+    learning_rate: float = _opt(5e-3, "LearningRate", "Adam step size at the start of each run.",
                                 "positive")
     learning_rate_decay: float = _opt(
         0.1, "LearningRateDecay", "Factor the learning rate falls by, exponentially, over the "
@@ -72,9 +72,14 @@ class INRConfig:
     weight_decay: float = _opt(0.0, "WeightDecay", "Adds this times 1/2 sum ||W||_F^2 (weights, "
                                "not biases) to the loss.", "nonneg")
     tv_weight: float = _opt(
-        0.0, "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
+        0.1, "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
         "image (in units of the image scale) to the loss: edge-preserving smoothing against "
-        "noise and streaks.", "nonneg")
+        "noise and streaks.  With Discrepancy > 0 this is the smallest weight used.", "nonneg")
+    discrepancy: float = _opt(
+        1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
+        "data residual ||Ax - y|| / ||y|| falls below this times the noise level estimated from "
+        "the data (the network starts fitting noise) the TV weight grows, and it shrinks back "
+        "towards TVWeight while the residual is above (0: TVWeight fixed).", "nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "

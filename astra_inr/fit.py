@@ -37,7 +37,7 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import DataFit, clamp_inward, estimate_noise_level, total_variation
+from .objective import DataFit, clamp_inward, estimate_noise_level, estimate_peak, total_variation
 from .operator import AstraOperator, project
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
@@ -57,6 +57,10 @@ _GWD_SAMPLES = 4096
 # larger ones on slabs of about _SLAB_VOXELS voxels (SliceBatch=0, automatic).
 _FULL_BATCH_VOXELS = 1 << 21
 _SLAB_VOXELS = 1 << 20
+# Discrepancy-controlled TV weight: at most a factor e^0.05 per iteration (x10 in
+# about 50 iterations of clear over- or under-fitting) and at most 1000 x TVWeight.
+_TV_RATE = 0.05
+_TV_MAX_FACTOR = 1000.0
 
 
 class _Float32Matmul:
@@ -298,10 +302,23 @@ class INRTrainer:
         a1_norm = float(operator.forward(ones).double().norm())
         if a1_norm == 0.0:
             raise ValueError("the projector sees none of the volume: check the geometries")
-        #: Image value per unit of network output, in the data's units.
-        self.image_scale = self.y_norm / a1_norm
+        #: Mean value of the image over the field of view, in the data's units
+        #: (the least-squares constant image ||y|| / ||A 1||); TV is measured
+        #: on the image divided by it, so TVWeight means the same in any units.
+        self.mean_scale = self.y_norm / a1_norm
+        #: Image value per unit of network output, in the data's units: the
+        #: bright level of a filtered backprojection (never below the mean),
+        #: so that the network's output is of order 1 where the object is,
+        #: also for a small object in a large field of view, whose peak is
+        #: many times the mean and would take the network thousands of
+        #: steps to reach.
+        self.image_scale = max(self.mean_scale, estimate_peak(y, operator))
         #: Relative noise level ||n|| / ||y|| estimated from the data.
         self.noise_level = estimate_noise_level(y)
+        #: Data residual ||A x - y|| / ||y|| below which the TV weight grows
+        #: (Discrepancy x noise level); 0: TV weight fixed.
+        self.discrepancy_target = (config.discrepancy * self.noise_level
+                                   if config.tv_weight > 0 else 0.0)
         self.coords = grid.coordinates(device=self.device)
         self._voxel: torch.Tensor | None = None
         #: Matrix-product precision of the network: 'float32', 'tf32' or 'bf16'.
@@ -335,6 +352,8 @@ class INRTrainer:
         self.optimizer = optimizer if optimizer is not None or network is None else \
             _adam(network, self.config.learning_rate)
         self._singular_vectors: dict = {}
+        # TVWeight multiplier (>= 1), kept on the device so adapting it costs no sync.
+        self._tv_factor = torch.ones((), device=self.device)
         self.total_iterations = 0
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
@@ -386,10 +405,31 @@ class INRTrainer:
         return sum(terms) if terms else None
 
     def _image_penalty(self, image: torch.Tensor) -> torch.Tensor | float:
-        """TVWeight x mean total variation of the (dimensionless) image."""
+        """TV weight x mean total variation of the (dimensionless) image."""
         if self.config.tv_weight == 0:
             return 0.0
-        return self.config.tv_weight * total_variation(image / self.image_scale)
+        return (self.config.tv_weight * self._tv_factor) * total_variation(image / self.mean_scale)
+
+    @property
+    def tv_weight(self) -> float:
+        """The TV weight in use now: TVWeight times the discrepancy multiplier."""
+        return self.config.tv_weight * float(self._tv_factor)
+
+    def _adapt_tv(self, residual: torch.Tensor) -> None:
+        """Discrepancy principle for the TV weight, one multiplicative step per iteration.
+
+        The data residual r = ||A x - y|| / ||y|| should settle at the
+        estimated noise level delta (the rule compare.py applies to SIRT and
+        CGLS, with the same Discrepancy factor by default): below it
+        the network reproduces noise, so the weight grows by up to
+        exp(_TV_RATE) per iteration (g = 1 - r^2 / delta^2, clipped to
+        [-1, 1]); above it the weight falls back, never below TVWeight (the
+        prior that sparse or limited data need even without noise).
+        """
+        if self.discrepancy_target <= 0:
+            return
+        g = (1.0 - (residual / self.discrepancy_target) ** 2).clamp(-1.0, 1.0)
+        self._tv_factor = (self._tv_factor * torch.exp(_TV_RATE * g)).clamp(1.0, _TV_MAX_FACTOR)
 
     def _window_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Normalised window: (x, y[, z]) half-widths over the largest half-extent.
@@ -446,7 +486,10 @@ class INRTrainer:
         return self._slab_order.pop()
 
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step; returns (loss, relative residual) before the update, on device."""
+        """One Adam step; returns (loss, relative residual) before the update, on device.
+
+        Also adapts the TV weight to the residual (:meth:`_adapt_tv`).
+        """
         self.optimizer.zero_grad(set_to_none=True)
         if self._slab_op is None:
             shape, operator, rows, points = self.grid.shape, self.operator, None, slice(None)
@@ -485,6 +528,7 @@ class INRTrainer:
         with torch.no_grad():
             y = self.y if rows is None else self.y[rows]
             residual = (proj.detach() - y).norm() / y.norm().clamp_min(1e-30)
+        self._adapt_tv(residual)
         return total.detach(), residual
 
     def _precision(self):
@@ -530,6 +574,7 @@ class INRTrainer:
         """Run ``iterations`` steps on the current network (histories and timers updated)."""
         losses = torch.empty(iterations, device=self.device)
         residuals = torch.empty(iterations, device=self.device)
+        tv_weights = torch.empty(iterations, device=self.device)
         record_every = max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
         start = time.perf_counter()
         done = 0
@@ -539,6 +584,7 @@ class INRTrainer:
                 lr = self.learning_rate_at(i, iterations)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
+                tv_weights[i] = self.config.tv_weight * self._tv_factor
                 losses[i], residuals[i] = self._step()
                 done = i + 1
                 if (self.total_iterations + done) % record_every == 0:
@@ -551,9 +597,10 @@ class INRTrainer:
                         break
         finally:
             self._flush_regularity()
-            rows = torch.stack([losses[:done], residuals[:done]], dim=1).cpu().tolist()
-            for k, (loss, res) in enumerate(rows):
-                self.history.add(self.total_iterations + k + 1, loss, res)
+            rows = torch.stack([losses[:done], residuals[:done], tv_weights[:done]],
+                               dim=1).cpu().tolist()
+            for k, values in enumerate(rows):
+                self.history.add(self.total_iterations + k + 1, *values)
             self.total_iterations += done
             self.seconds += time.perf_counter() - start
             self._image = None
@@ -667,13 +714,22 @@ class INRTrainer:
             "data_residual_definition": "||A x - y||_2 / ||y||_2 on the full data",
             "estimated_noise_level": self.noise_level,
             "loss_history": self.history.as_list(),
-            "loss_history_columns": ["iteration", "loss", "data_residual"],
+            "loss_history_columns": ["iteration", "loss", "data_residual", "tv_weight"],
+            "discrepancy_target": self.discrepancy_target,
+            "discrepancy_definition": ("the TV weight grows while ||A x - y|| / ||y|| is below "
+                                       "Discrepancy x estimated_noise_level, and falls back "
+                                       "towards TVWeight while above"),
+            "tv_weight": self.tv_weight,
             "loss_definition": ("||W (A x - y)||^2 / ||W y||^2 + regularisers, before each update; W: "
                                 + ("sqrt of the ramp filter along the detector"
                                    if c.data_weighting == "ramp" else "identity")),
             "seconds": self.seconds,
             "device": str(self.device),
             "image_scale": self.image_scale,
+            "image_scale_definition": ("image value per unit of network output: the 99th "
+                                       "percentile of a least-squares scaled filtered "
+                                       "backprojection, at least mean_scale"),
+            "mean_scale": self.mean_scale,
             "scale": self.scale,
             "chunk_points": self.chunk_points,
             "slice_batch": self.slice_batch,
@@ -682,6 +738,7 @@ class INRTrainer:
             "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
                              "Regulariser": c.regulariser,
                              "RegulariserWeight": c.regulariser_weight, "TVWeight": c.tv_weight,
+                             "Discrepancy": c.discrepancy, "tv_weight_final": self.tv_weight,
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,

@@ -26,7 +26,8 @@ import math
 
 import torch
 
-__all__ = ["DataFit", "clamp_inward", "estimate_noise_level", "ramp_response", "total_variation"]
+__all__ = ["DataFit", "clamp_inward", "estimate_noise_level", "estimate_peak", "ramp_response",
+           "total_variation"]
 
 
 def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -138,13 +139,49 @@ def estimate_noise_level(y: torch.Tensor) -> float:
     they have standard deviation sqrt(6) sigma, estimated robustly as
     MAD / 0.6745.  Returns ``sigma * sqrt(y.numel()) / ||y||``.  Poisson
     noise after -log is not white: the estimate is its typical (median) level.
-    Smooth model error (discretisation, beam hardening) is not seen.
+    Smooth model error (discretisation, beam hardening) is not seen, and on a
+    coarse detector (under about 100 columns) the sinogram's own curvature
+    inflates the estimate (1.6x for a 64-pixel Shepp-Logan on 96 columns).
     """
     if y.shape[-1] < 3:
         raise ValueError("need at least 3 detector columns to estimate the noise level")
     d = y[..., 2:] - 2.0 * y[..., 1:-1] + y[..., :-2]
     sigma = float(d.abs().median()) / 0.6745 / math.sqrt(6.0)
     return sigma * math.sqrt(y.numel()) / max(float(y.double().norm()), 1e-30)
+
+
+def estimate_peak(y: torch.Tensor, operator, quantile: float = 0.99,
+                  max_samples: int = 1 << 20) -> float:
+    """The image's bright level, in the data's units, from a scaled filtered backprojection.
+
+    ``x0 = A^T R y`` (R: the ramp filter along the detector) is an FBP up to
+    a constant that depends on the geometry; the least-squares factor
+    ``c = <A x0, y> / ||A x0||^2`` fixes it without knowing the geometry
+    (parallel, fan, cone alike).  Returns the ``quantile`` of ``|c x0|``
+    over the voxels (at most ``max_samples`` of them, evenly strided): the
+    value of the brightest percent, robust to single hot voxels.  Costs one
+    backprojection and one projection.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Projections in the operator's projection shape, float32.
+    operator : AstraOperator
+        The measurement operator (``forward``, ``adjoint``).
+    """
+    n_det = y.shape[-1]
+    ramp = ramp_response(n_det, y.device)
+    n_fft = 2 * (ramp.numel() - 1)
+    filtered = torch.fft.irfft(torch.fft.rfft(y, n=n_fft, dim=-1) * ramp, n=n_fft, dim=-1)
+    x0 = operator.adjoint(filtered[..., :n_det].contiguous())
+    ax0 = operator.forward(x0).double()
+    denom = float((ax0 * ax0).sum())
+    if denom == 0.0:
+        return 0.0
+    c = float((ax0 * y.double()).sum()) / denom
+    values = (c * x0).abs().flatten()
+    values = values[::max(1, values.numel() // max_samples)]
+    return float(torch.quantile(values.float(), quantile))
 
 
 def total_variation(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

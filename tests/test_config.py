@@ -7,7 +7,8 @@ from astra_inr.config import INRConfig, option_help
 
 def test_defaults_are_the_reference_setup():
     cfg = INRConfig()
-    assert (cfg.width, cfg.depth, cfg.scale, cfg.learning_rate) == (300, 3, 3.0, 2e-3)
+    assert (cfg.width, cfg.depth, cfg.scale, cfg.learning_rate) == (300, 3, 2.0, 5e-3)
+    assert (cfg.tv_weight, cfg.discrepancy) == (0.1, 1.05)
     assert cfg.activation == "bw_relu" and cfg.device == "auto" and cfg.seed == 0
 
 
@@ -51,3 +52,12 @@ def test_round_trip_and_help_cover_every_option():
     text = option_help()
     for name in cfg.to_options():
         assert name in text
+
+
+def test_readme_documents_every_option():
+    from pathlib import Path
+    import dataclasses
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f.metadata["name"] for f in dataclasses.fields(INRConfig)
+               if f"| `{f.metadata['name']}` |" not in readme]
+    assert not missing, f"README's option table lacks {missing}"

@@ -135,3 +135,47 @@ def test_scale_candidates_accept_a_space_separated_string():
     assert cfg.scale_candidates == (1.0, 2.5, 4.0)
     with pytest.raises(ValueError, match="ScaleCandidates"):
         astra_inr.INRConfig.from_options({"ScaleCandidates": [1, -2]})
+
+
+def _ct_problem(noise):
+    """The real CT slice, 64 x 64, 60 angles, Gaussian noise of ``noise`` x the sinogram maximum."""
+    import tifffile
+    from conftest import SHARED_DATA
+    image = tifffile.imread(SHARED_DATA / "ct_small_attenuation.tif").astype(np.float32)
+    image = image.reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    vg = astra.create_vol_geom(64, 64)
+    pg = astra.create_proj_geom("parallel", 1.0, 96, np.linspace(0, np.pi, 60, endpoint=False))
+    pid = astra.create_projector("linear", pg, vg)
+    sid, sino = astra.create_sino(image, pid)
+    astra.data2d.delete(sid)
+    sino = sino + noise * sino.max() * np.random.default_rng(0).standard_normal(sino.shape)
+    return pid, astra.data2d.create("-sino", pg, sino.astype(np.float32)), vg
+
+
+def _inr_report(problem, iterations, options):
+    pid, sino_id, vg = problem
+    cfg = astra.astra_dict("INR")
+    cfg.update(ProjectorId=pid, ProjectionDataId=sino_id,
+               ReconstructionDataId=astra.data2d.create("-vol", vg, 0), option=options)
+    alg = astra.algorithm.create(cfg)
+    astra.algorithm.run(alg, iterations)
+    return astra_inr.report(alg)
+
+
+def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
+    noisy = _ct_problem(0.03)
+    net = {"Width": 128, "Depth": 2}
+    fixed = _inr_report(noisy, 150, {**net, "Discrepancy": 0})
+    adaptive = _inr_report(noisy, 150, {**net, "Discrepancy": 1.05})
+    target = adaptive["discrepancy_target"]
+    assert target == pytest.approx(1.05 * adaptive["estimated_noise_level"])
+    assert fixed["discrepancy_target"] == 0 and fixed["tv_weight"] == pytest.approx(0.1)
+    # Without the rule the network fits below the noise; with it the weight grows.
+    assert fixed["data_residual"] < target
+    assert adaptive["tv_weight"] > 0.15 and adaptive["data_residual"] > fixed["data_residual"]
+    tv_column = np.array(adaptive["loss_history"])[:, 3]
+    assert tv_column[0] == pytest.approx(0.1) and tv_column.min() >= 0.1 - 1e-6
+    assert adaptive["regularisers"]["tv_weight_final"] == adaptive["tv_weight"]
+
+    clean = _inr_report(_ct_problem(0.0), 60, net)
+    assert clean["tv_weight"] == pytest.approx(0.1)     # the residual never reaches the noise
