@@ -669,6 +669,7 @@ class INRTrainer:
             path = np.array(self.regularity_history.as_list())    # iteration, path norm, ...
             runs.append({"scale": c, "network": self.network, "optimizer": self.optimizer,
                          "history": self.history, "regularity_history": self.regularity_history,
+                         "tv_factor": self._tv_factor,
                          "residuals": history[:, [0, 2]], "path_norms": path[:, :2],
                          "seconds": self.seconds - t0})
         best = min(float(r["residuals"][:, 1].min()) for r in runs)
@@ -692,6 +693,7 @@ class INRTrainer:
         chosen = min(reached, key=lambda e: e["path_norm"])
         winner = next(r for r in runs if r["scale"] == chosen["scale"])
         self._set_network(winner["network"], winner["optimizer"])
+        self._tv_factor = winner["tv_factor"]
         self.total_iterations = budget
         self.history = winner["history"]
         self.regularity_history = winner["regularity_history"]

@@ -204,9 +204,12 @@ def report(alg_id: int) -> dict[str, Any]:
     -------
     dict
         ``iterations`` (total so far), ``data_residual`` (||Ax - y|| / ||y||
-        after the last run; None before any), ``loss_history`` (thinned
-        [iteration, loss] pairs), ``seconds``, ``device``, ``options`` (resolved,
-        CamelCase), and the geometry.
+        after the last run; None before any), ``loss_history`` (thinned rows
+        named by ``loss_history_columns``: iteration, loss, data residual, TV
+        weight), ``estimated_noise_level``, ``discrepancy_target``,
+        ``tv_weight``, ``seconds``, ``device``, ``options`` (resolved,
+        CamelCase), the regularity report (path norms, Lipschitz bound and
+        their history) and the geometry.
 
     Raises
     ------
