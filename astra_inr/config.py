@@ -73,7 +73,8 @@ class INRConfig:
                                "not biases) to the loss.", "nonneg")
     tv_weight: float = _opt(
         0.1, "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
-        "image (in units of the image scale) to the loss: edge-preserving smoothing against "
+        "image (divided by its mean over the field of view, so the weight means the same in any "
+        "units) to the loss: edge-preserving smoothing against "
         "noise and streaks.  With Discrepancy > 0 this is the smallest weight used.", "nonneg")
     discrepancy: float = _opt(
         1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
