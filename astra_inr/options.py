@@ -44,6 +44,17 @@ def unknown_names_error(unknown: Iterable[str], valid: Iterable[str], what: str)
     return ValueError(f"unknown {what} {', '.join(hints)}; valid options are: {', '.join(valid)}")
 
 
+# Kinds that are a number in a range: (int or float, the test, what the error expects).
+_RANGES: dict[str, tuple[type, Any, str]] = {
+    "nonneg_int": (int, lambda x: x >= 0, "an integer >= 0"),
+    "positive_int": (int, lambda x: x >= 1, "an integer >= 1"),
+    "nonneg": (float, lambda x: x >= 0, "a number >= 0"),
+    "positive": (float, lambda x: x > 0, "a number > 0"),
+    "unit_interval": (float, lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    "fraction": (float, lambda x: 0 < x <= 1, "a number in (0, 1]"),
+}
+
+
 def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
     """Convert and check one option value; ``ValueError`` names the option and the expectation."""
 
@@ -70,10 +81,11 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
     is_none = value is None or (isinstance(value, str) and value.strip().lower() in NONE_STRINGS)
     if kind == "int":
         return as_int(value)
-    if kind == "nonneg_int":
-        x = as_int(value)
-        if x < 0:
-            raise bad("an integer >= 0")
+    if kind in _RANGES:
+        convert, ok, expected = _RANGES[kind]
+        x = as_int(value) if convert is int else as_float(value)
+        if not ok(x):
+            raise bad(expected)
         return x
     if kind == "optional_int":
         if is_none:
@@ -100,31 +112,6 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
         if not xs or any(x <= 0 for x in xs):
             raise bad("a non-empty list of numbers > 0")
         return xs
-    if kind == "positive_int":
-        x = as_int(value)
-        if x < 1:
-            raise bad("an integer >= 1")
-        return x
-    if kind == "nonneg":
-        x = as_float(value)
-        if x < 0:
-            raise bad("a number >= 0")
-        return x
-    if kind == "positive":
-        x = as_float(value)
-        if x <= 0:
-            raise bad("a number > 0")
-        return x
-    if kind == "unit_interval":
-        x = as_float(value)
-        if not 0 <= x <= 1:
-            raise bad("a number in [0, 1]")
-        return x
-    if kind == "fraction":
-        x = as_float(value)
-        if not 0 < x <= 1:
-            raise bad("a number in (0, 1]")
-        return x
     if kind == "bool":
         if isinstance(value, str):
             low = value.strip().lower()
