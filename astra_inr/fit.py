@@ -574,7 +574,10 @@ class INRTrainer:
         """Run ``iterations`` steps on the current network (histories and timers updated)."""
         losses = torch.empty(iterations, device=self.device)
         residuals = torch.empty(iterations, device=self.device)
-        tv_weights = torch.empty(iterations, device=self.device)
+        # TV multiplier per step, recorded only while the discrepancy rule can change it
+        # (each record is a device op, and a GPU step is launch-bound).
+        adaptive = self.discrepancy_target > 0
+        tv_factors = torch.ones(iterations, device=self.device)
         record_every = max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
         start = time.perf_counter()
         done = 0
@@ -584,7 +587,8 @@ class INRTrainer:
                 lr = self.learning_rate_at(i, iterations)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                tv_weights[i] = self.config.tv_weight * self._tv_factor
+                if adaptive:
+                    tv_factors[i] = self._tv_factor
                 losses[i], residuals[i] = self._step()
                 done = i + 1
                 if (self.total_iterations + done) % record_every == 0:
@@ -597,8 +601,8 @@ class INRTrainer:
                         break
         finally:
             self._flush_regularity()
-            rows = torch.stack([losses[:done], residuals[:done], tv_weights[:done]],
-                               dim=1).cpu().tolist()
+            rows = torch.stack([losses[:done], residuals[:done],
+                                self.config.tv_weight * tv_factors[:done]], dim=1).cpu().tolist()
             for k, values in enumerate(rows):
                 self.history.add(self.total_iterations + k + 1, *values)
             self.total_iterations += done
