@@ -272,6 +272,7 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                     extra = {"options": rep["options"], "scale": rep["scale"],
                              "path_norm": rep["path_norm"]["total"],
                              "estimated_noise_level": rep["estimated_noise_level"],
+                             "tv_weight_floor": rep["tv_weight_floor"],
                              "tv_weight_final": rep["tv_weight"]}
                 result = MethodResult(method, volume, info["seconds"], info["iterations"], choice,
                                       residual(volume), extra=extra)

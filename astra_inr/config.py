@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from .options import coerce_all, option as _opt, unknown_names_error
 
-__all__ = ["INRConfig", "option_help"]
+__all__ = ["INRConfig", "option_help", "option_table_markdown"]
 
 
 @dataclass
@@ -33,7 +33,7 @@ class INRConfig:
         2.0, "Scale", "Global BW-ReLU scale c in psi(c (W x + b)); larger c lets each neuron "
         "resolve finer detail.  'auto': train each of ScaleCandidates for "
         "ScaleSearchIterations, keep those reaching the common data-fit target and choose the "
-        "lowest path norm.", "scale")
+        "lowest path norm.", "auto|positive")
     scale_candidates: tuple = _opt(
         (1.0, 2.0, 3.0, 5.0, 8.0), "ScaleCandidates", "The grid of c tried by Scale='auto' "
         "(a list; in a string separate by spaces, never commas).", "float_list")
@@ -66,16 +66,24 @@ class INRConfig:
                                         "optional_float")
     max_constraint: float | None = _opt(None, "MaxConstraint", "Upper bound on voxel values.",
                                         "optional_float")
+    support_mask: str = _opt(
+        "auto", "SupportMask", "'auto': when MinConstraint is 0 (a non-negative object), voxels "
+        "that a quarter or more of their rays see outside the object's shadow (data within 4 "
+        "noise standard deviations of zero beyond its outermost detector elements) are held at "
+        "0, space carving of the convex hull; 'off': the whole volume is free.", "choice",
+        ("auto", "off"))
     path_norm_weight: float = _opt(
         0.0, "PathNormWeight", "Adds this times the per-neuron path norm to the loss "
         "(smoother functions at some cost in data fit).", "nonneg")
     weight_decay: float = _opt(0.0, "WeightDecay", "Adds this times 1/2 sum ||W||_F^2 (weights, "
                                "not biases) to the loss.", "nonneg")
-    tv_weight: float = _opt(
-        0.1, "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
+    tv_weight: float | str = _opt(
+        "auto", "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
         "image (divided by its mean over the field of view, so the weight means the same in any "
-        "units) to the loss: edge-preserving smoothing against "
-        "noise and streaks.  With Discrepancy > 0 this is the smallest weight used.", "nonneg")
+        "units) to the loss: edge-preserving smoothing against noise and streaks.  'auto': 12 "
+        "times the noise level estimated from the data, within [0.01, 0.1] (in proportion to "
+        "the noise, as for Rudin-Osher-Fatemi denoising).  With Discrepancy > 0 this is the "
+        "smallest weight used; 0: no TV.", "auto|nonneg")
     discrepancy: float = _opt(
         1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
         "data residual ||Ax - y|| / ||y|| falls below this times the noise level estimated from "
@@ -152,3 +160,20 @@ def option_help() -> str:
         default = f.default
         lines.append(f"  {f.metadata['name']:<18} default {default!r:<10} {f.metadata['doc']}")
     return "\n".join(lines)
+
+
+def _markdown_default(value: Any) -> str:
+    if isinstance(value, str):
+        return f"`{value}`"
+    if isinstance(value, tuple):
+        return " ".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+def option_table_markdown() -> str:
+    """The README's option table (option, default, meaning), one row per option."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(INRConfig):
+        doc = f.metadata["doc"].replace("|", "\\|")
+        rows.append(f"| `{f.metadata['name']}` | {_markdown_default(f.default)} | {doc} |")
+    return "\n".join(rows)

@@ -45,6 +45,7 @@ def unknown_names_error(unknown: Iterable[str], valid: Iterable[str], what: str)
 
 
 # Kinds that are a number in a range: (int or float, the test, what the error expects).
+# "auto|KIND" also accepts the string 'auto' (the caller resolves it from the data).
 _RANGES: dict[str, tuple[type, Any, str]] = {
     "nonneg_int": (int, lambda x: x >= 0, "an integer >= 0"),
     "positive_int": (int, lambda x: x >= 1, "an integer >= 1"),
@@ -81,11 +82,14 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
     is_none = value is None or (isinstance(value, str) and value.strip().lower() in NONE_STRINGS)
     if kind == "int":
         return as_int(value)
-    if kind in _RANGES:
-        convert, ok, expected = _RANGES[kind]
+    auto = kind.startswith("auto|")
+    if auto and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if kind.removeprefix("auto|") in _RANGES:
+        convert, ok, expected = _RANGES[kind.removeprefix("auto|")]
         x = as_int(value) if convert is int else as_float(value)
         if not ok(x):
-            raise bad(expected)
+            raise bad(expected + (" or 'auto'" if auto else ""))
         return x
     if kind == "optional_int":
         if is_none:
@@ -96,13 +100,6 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
         return x
     if kind == "optional_float":
         return None if is_none else as_float(value)
-    if kind == "scale":
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        x = as_float(value)
-        if x <= 0:
-            raise bad("a number > 0 or 'auto'")
-        return x
     if kind == "float_list":
         items = value.replace(";", " ").split() if isinstance(value, str) else value
         try:
@@ -135,11 +132,4 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in choices:
             return value.strip().lower()
         raise bad("None or one of " + " ".join(repr(c) for c in choices))
-    if kind == "center":
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        x = as_float(value)
-        if x < 0:
-            raise bad("'auto' or a detector column >= 0")
-        return x
     raise AssertionError(f"unhandled option kind {kind}")

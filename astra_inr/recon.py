@@ -73,7 +73,7 @@ class ReconOptions:
     binning: int = option(1, "binning", "Average KxK detector pixels.", "positive_int")
     angles_step: int = option(1, "angles_step", "Use every K-th projection.", "positive_int")
     center: float | str = option("auto", "center", "Rotation centre in detector columns of "
-                                 "the file (0-based) or 'auto'.", "center")
+                                 "the file (0-based) or 'auto'.", "auto|nonneg")
     stripe_removal: str = option("none", "stripe_removal", "Ring removal: 'none', 'sorting' "
                                  "(Vo et al. 2018, algorithm 3) or 'all' (algorithms 6, 5, 3).",
                                  "choice", ("none", "sorting", "all"))

@@ -164,7 +164,7 @@ def _inr_report(problem, iterations, options):
 
 def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
     noisy = _ct_problem(0.03)
-    net = {"Width": 128, "Depth": 2}
+    net = {"Width": 128, "Depth": 2, "TVWeight": 0.1}
     fixed = _inr_report(noisy, 150, {**net, "Discrepancy": 0})
     adaptive = _inr_report(noisy, 150, {**net, "Discrepancy": 1.05})
     target = adaptive["discrepancy_target"]
@@ -179,3 +179,21 @@ def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
 
     clean = _inr_report(_ct_problem(0.0), 60, net)
     assert clean["tv_weight"] == pytest.approx(0.1)     # the residual never reaches the noise
+
+
+def test_automatic_tv_weight_follows_the_estimated_noise_level():
+    net = {"Width": 64, "Depth": 2, "Discrepancy": 0}
+    floors = []
+    for noise in (0.0, 0.002, 0.03):
+        rep = _inr_report(_ct_problem(noise), 2, net)
+        assert rep["options"]["TVWeight"] == "auto"
+        expected = min(max(12 * rep["estimated_noise_level"], 0.01), 0.1)
+        assert rep["tv_weight_floor"] == pytest.approx(expected)
+        assert rep["tv_weight"] == pytest.approx(expected)       # Discrepancy 0: fixed
+        assert "estimated_noise_level" in rep["tv_weight_floor_definition"]
+        floors.append(rep["tv_weight_floor"])
+    # Clean data: a light prior; 0.2 % noise: in proportion; 3 %: capped (the rule raises it).
+    assert 0.01 <= floors[0] < floors[1] < 0.1 and floors[2] == pytest.approx(0.1)
+    given = _inr_report(_ct_problem(0.03), 2, {**net, "TVWeight": 0.2})
+    assert given["tv_weight_floor"] == 0.2
+    assert given["tv_weight_floor_definition"] == "TVWeight as given"

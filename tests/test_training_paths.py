@@ -55,6 +55,24 @@ def test_slabs_of_slices_cover_the_volume_once_per_epoch():
         assert np.corrcoef(rec[k].ravel(), vol[k].ravel())[0, 1] > 0.8
 
 
+def test_support_mask_holds_carved_voxels_at_zero_in_slabs_and_renders():
+    vol, vg, pg, op, sino = _volume_problem()
+    tr = INRTrainer(INRConfig(**FAST, slice_batch=2, min_constraint=0.0), op, sino, volume_grid(vg))
+    support = tr.support.numpy()
+    assert support.shape == vol.shape and support[vol > 0].all() and not support.all()
+    tr.run(20)
+    rec = tr.image().numpy()
+    assert (rec[~support] == 0).all() and rec[support].max() > 0
+    fine = tr.render(upsample=2).numpy()
+    assert (fine[~np.kron(support, np.ones((2, 2, 2), bool))] == 0).all()
+    rep = tr.report()["support_mask"]
+    assert rep["applied"] and rep["free_fraction"] == pytest.approx(support.mean())
+    # Off, or without a zero lower bound (nothing says the object is non-negative): no mask.
+    for options in ({"support_mask": "off", "min_constraint": 0.0}, {}):
+        other = INRTrainer(INRConfig(**FAST, **options), op, sino, volume_grid(vg))
+        assert other.support is None and not other.report()["support_mask"]["applied"]
+
+
 def test_slab_size_divides_the_slice_count_and_whole_volume_when_small():
     vol, vg, pg, op, sino = _volume_problem(slices=6)
     assert INRTrainer(INRConfig(**FAST, slice_batch=4), op, sino, volume_grid(vg)).slice_batch == 3
