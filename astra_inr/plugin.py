@@ -207,7 +207,9 @@ def report(alg_id: int) -> dict[str, Any]:
         after the last run; None before any), ``loss_history`` (thinned rows
         named by ``loss_history_columns``: iteration, loss, data residual, TV
         weight), ``estimated_noise_level``, ``discrepancy_target``,
-        ``tv_weight``, ``seconds``, ``device``, ``options`` (resolved,
+        ``tv_weight`` (now) and ``tv_weight_floor`` (with its rule),
+        ``support_mask`` (applied, free fraction, rule), ``seconds``,
+        ``device``, ``options`` (resolved,
         CamelCase), the regularity report (path norms, Lipschitz bound and
         their history) and the geometry.
 
