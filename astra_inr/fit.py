@@ -59,7 +59,7 @@ _GWD_SAMPLES = 4096
 _FULL_BATCH_VOXELS = 1 << 21
 _SLAB_VOXELS = 1 << 20
 # Discrepancy-controlled TV weight: at most a factor e^0.05 per iteration (x10 in
-# about 50 iterations of clear over- or under-fitting) and at most 1000 x TVWeight.
+# about 50 iterations of clear over- or under-fitting) and at most 1000 x the floor.
 _TV_RATE = 0.05
 _TV_MAX_FACTOR = 1000.0
 # TVWeight='auto': the weight in proportion to the estimated relative noise level
@@ -336,6 +336,9 @@ class INRTrainer:
         self.y = y
         self.data_fit = DataFit(y, config.data_weighting)
         self.y_norm = float(y.double().norm())
+        # ||y||^2 per entry of the first axis (detector rows in 3D), so the training
+        # loop's relative residual of a slab needs no pass over the data.
+        self._y_energy = (y.double() ** 2).flatten(1).sum(1) if y.dim() == 3 else None
         ones = torch.ones(operator.vol_shape, dtype=torch.float32, device=self.device)
         a1_norm = float(operator.forward(ones).double().norm())
         if a1_norm == 0.0:
@@ -571,7 +574,10 @@ class INRTrainer:
         self._image = None
         with torch.no_grad():
             y = self.y if rows is None else self.y[rows]
-            residual = (proj.detach() - y).norm() / y.norm().clamp_min(1e-30)
+            # ||y|| of the data seen this step (a slab of empty rows: no division by 0).
+            y_norm = (self.y_norm if rows is None
+                      else self._y_energy[rows].sum().sqrt().float().clamp_min(1e-30))
+            residual = (proj.detach() - y).norm() / y_norm
         self._adapt_tv(residual)
         return total.detach(), residual
 
