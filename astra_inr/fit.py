@@ -334,7 +334,7 @@ class INRTrainer:
             raise ValueError(f"projection data contains {bad} NaN or infinite values; "
                              "clean or mask them before reconstructing")
         self.y = y
-        self.data_fit = DataFit(y, config.data_weighting)
+        self.data_fit = DataFit(y, config.data_weighting, config.ramp_floor)
         self.y_norm = float(y.double().norm())
         # ||y||^2 per entry of the first axis (detector rows in 3D), so the training
         # loop's relative residual of a slab needs no pass over the data.
@@ -790,8 +790,10 @@ class INRTrainer:
                 f"TVWeight='auto': {_TV_PER_NOISE:g} x estimated_noise_level, clipped to "
                 f"[{_TV_AUTO_MIN:g}, {_TV_AUTO_MAX:g}]"
                 if c.tv_weight == "auto" else "TVWeight as given"),
-            "loss_definition": ("||W (A x - y)||^2 / ||W y||^2 + regularisers, before each update; W: "
-                                + ("sqrt of the ramp filter along the detector"
+            "loss_definition": ("||W (A x - y)||^2 / ||W0 y||^2 + regularisers, before each update "
+                                "(W0: W without the ramp floor); W: "
+                                + (f"sqrt of (the ramp filter along the detector + {c.ramp_floor:g} "
+                                   "x its Nyquist value)"
                                    if c.data_weighting == "ramp" else "identity")),
             "seconds": self.seconds,
             "device": str(self.device),
@@ -812,7 +814,7 @@ class INRTrainer:
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint, "SupportMask": c.support_mask,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,
-                             "DataWeighting": c.data_weighting},
+                             "DataWeighting": c.data_weighting, "RampFloor": c.ramp_floor},
             "volume": self.grid.to_dict(),
             "operator": self.operator.describe(),
         }

@@ -55,27 +55,54 @@ def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch
 
 
 class DataFit:
-    """The normalised data term ||W (A x - y)||^2 / ||W y||^2.
+    """The normalised data term ||W (A x - y)||^2 / ||W0 y||^2.
+
+    ``W0`` is ``W`` without the floor (the pure ramp or the identity), so a
+    floor adds weight without moving the term's scale against the
+    regularisers'.
 
     Parameters
     ----------
     y : torch.Tensor
         Projections, detector columns on the last axis.
     weighting : {'ramp', 'l2'}
-        W = R^(1/2) (ramp filter along the detector) or the identity.
+        W = (R + floor max(R))^(1/2) (R: the ramp filter along the detector)
+        or the identity.
+    floor : float
+        With 'ramp': the weight of the lowest frequencies as a fraction of
+        the ramp's peak (its Nyquist value), added at every frequency.  The
+        pure ramp (0) weighs a detector frequency in proportion to it, so
+        the projections' slowest variations, where an object's signal
+        gathers and white noise is weakest, barely steer the fit: Adam,
+        which normalises each parameter's step, then lets the image's
+        coarse content drift (measured on the neutron scan: the plain
+        residual swung between 0.076 and 0.105 at a constant step size).
     """
 
-    def __init__(self, y: torch.Tensor, weighting: str = "ramp") -> None:
+    def __init__(self, y: torch.Tensor, weighting: str = "ramp", floor: float = 0.0) -> None:
         if weighting not in ("ramp", "l2"):
             raise ValueError(f"weighting must be 'ramp' or 'l2', got {weighting!r}")
+        if not 0.0 <= floor <= 1.0:
+            raise ValueError(f"floor must be in [0, 1], got {floor!r}")
         self.weighting = weighting
+        self.floor = floor
         self.n_det = y.shape[-1]
         if weighting == "ramp":
-            self._sqrt_ramp = ramp_response(self.n_det, y.device).sqrt()
+            ramp = ramp_response(self.n_det, y.device)
+            self._sqrt_ramp = (ramp + floor * float(ramp.max())).sqrt()
             self._n_fft = 2 * (self._sqrt_ramp.numel() - 1)
         self.y = y
         self._wy = self._weigh(y)
-        self._norm = float((self._energy(self._wy)))
+        self._norm = float(self._energy(self._wy))
+        if weighting == "ramp" and floor > 0:
+            # Normalised by the pure ramp's data energy, so the floor adds weight to the
+            # slow frequencies without changing the balance between the fast ones and the
+            # regularisers (whose weights are relative to this normalised term): an
+            # object's energy gathers at low frequencies, and normalising by the floored
+            # energy would shrink the edges' share of the loss (measured: clean CT slice
+            # 64 x 64, 60 angles, 36.6 -> 31.8 dB).
+            self._norm = float(self._energy(torch.fft.rfft(y, n=self._n_fft, dim=-1)
+                                            * ramp.sqrt()))
         if self._norm == 0.0:
             raise ValueError("projection data is all zeros: nothing to reconstruct")
 

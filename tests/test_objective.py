@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from astra_inr import AstraOperator
-from astra_inr.objective import estimate_noise_level, estimate_peak, estimate_support
+from astra_inr.objective import DataFit, estimate_noise_level, estimate_peak, estimate_support
 from conftest import make_problem, phantom
 
 
@@ -54,3 +54,29 @@ def test_support_ignores_a_dead_column_a_blank_projection_and_an_object_filling_
     full = torch.ones(48, 48) + 0.1 * torch.from_numpy(prob.image)   # no air anywhere
     y_full = op.forward(full)
     assert estimate_support(y_full, op, estimate_noise_level(y_full)).all()
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.05, 0.2])
+def test_ramp_floor_sets_the_weight_of_a_constant_offset_against_the_nyquist_frequency(floor):
+    n = 128
+    y = torch.ones(4, n)
+    fit = DataFit(y, "ramp", floor)
+    offset = fit(y + 0.1)                                      # residual 0.1, slowest variation
+    alternating = fit(y + 0.1 * (-1.0) ** torch.arange(n))     # same energy at Nyquist
+    ratio = float(offset / alternating)
+    expected = floor / (1.0 + floor)    # DC weight floor x peak; Nyquist weight (1 + floor) x peak
+    if floor == 0:
+        assert ratio < 0.02             # the pure ramp all but ignores an offset
+    else:
+        assert expected * 0.9 < ratio < expected * 1.6
+
+
+def test_data_fit_is_zero_at_the_data_and_refuses_a_floor_outside_zero_to_one():
+    y = torch.rand(3, 40)
+    for weighting in ("ramp", "l2"):
+        assert float(DataFit(y, weighting, 0.05)(y.clone())) == 0.0
+        assert float(DataFit(y, weighting, 0.0)(torch.zeros_like(y))) == pytest.approx(1.0)
+    # Normalised by the pure ramp's energy: the floor only adds (slow-frequency) weight.
+    assert float(DataFit(y, "ramp", 0.05)(torch.zeros_like(y))) > 1.0
+    with pytest.raises(ValueError, match="floor"):
+        DataFit(y, "ramp", 1.5)
