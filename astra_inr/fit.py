@@ -4,10 +4,10 @@
 sinogram through an :class:`~astra_inr.operator.AstraOperator`:
 
     image(x) = s * f_theta(x)         s: the data's image scale (below)
-    loss     = ||W (A image - y)||^2 / ||W y||^2  +  regularisers(theta)
+    loss     = ||W (A image - y)||^2 / ||W0 y||^2  +  regularisers(theta)
 
 minimised with Adam, W the data weighting of :mod:`astra_inr.objective`
-(the ramp filter by default) and the regularisers of
+(the ramp filter by default; W0: W without its RampFloor) and the regularisers of
 :mod:`astra_inr.regularity` (off by default).  Both the loss and the network
 output are dimensionless: ``s = ||y|| / ||A 1||`` is the value a uniform
 object filling the volume would need to explain the data's energy, so the
