@@ -58,7 +58,7 @@ class INRConfig:
         0.0, "RampFloor", "With DataWeighting='ramp': this fraction of the ramp's Nyquist "
         "value is added at every detector frequency, so the slowest ones, which the pure ramp "
         "(0) all but ignores, also steer the fit.  For data whose coarse content drifts while "
-        "training (neutron scan: +1.8 dB at 0.05); it slows the edges elsewhere (tooth: "
+        "training (neutron scan: +1.9 dB at 0.05); it slows the edges elsewhere (tooth: "
         "-1.5 dB).", "unit_interval")
     seed: int = _opt(0, "Seed", "Seeds the network initialisation: same seed, same result on "
                      "the CPU.", "int")
