@@ -133,6 +133,10 @@ class INRConfig:
                 and self.min_constraint >= self.max_constraint):
             raise ValueError(f"MinConstraint ({self.min_constraint}) must be below MaxConstraint "
                              f"({self.max_constraint})")
+        if self.ramp_floor > 0 and self.data_weighting != "ramp":
+            # Refused rather than ignored: a user who sets it expects it to act.
+            raise ValueError(f"RampFloor={self.ramp_floor:g} needs DataWeighting='ramp' "
+                             f"(got {self.data_weighting!r}); leave RampFloor at 0 with 'l2'")
 
     # ------------------------------------------------------------------ conversions
     @classmethod

@@ -40,6 +40,8 @@ def test_unknown_option_lists_the_valid_names_and_suggests():
     ({"MinConstraint": 1, "MaxConstraint": 0}, "below MaxConstraint"),
     ({"Verbose": 3}, "a boolean"),
     ({"MinConstraint": float("nan")}, "finite"),
+    ({"RampFloor": 1.5}, "[0, 1]"),
+    ({"RampFloor": 0.05, "DataWeighting": "l2"}, "needs DataWeighting='ramp'"),
 ])
 def test_bad_values_name_the_option_and_the_expectation(options, fragment):
     with pytest.raises(ValueError) as err:
