@@ -16,6 +16,12 @@ Three ways to get a case (used by ``astra-inr compare`` and the benchmark):
   crime; Gaussian noise of standard deviation ``noise`` x the sinogram's
   maximum; the reference is the image.
 
+When the methods see a subset of a scan's angles, :func:`case_from_scan`
+also returns the projections they did not see (:func:`held_out_angles`):
+:func:`astra_inr.compare.compare_methods` scores every method on how well
+its volume predicts them, a score that needs no reference image and so does
+not share any method's bias.
+
 A reference file (``--reference FILE``) is read by :func:`read_reference`.
 """
 
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import astra
 import numpy as np
@@ -33,8 +39,8 @@ from .io import open_scan
 from .preprocess import PreprocessOptions, Sinograms, preprocess
 from .recon import ReconOptions
 
-__all__ = ["AngleSubset", "case_from_scan", "case_from_phantom", "read_reference",
-           "reference_from_full_data", "subset_angles"]
+__all__ = ["AngleSubset", "ScanCase", "case_from_scan", "case_from_phantom", "held_out_angles",
+           "read_reference", "reference_from_full_data", "subset_angles"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,40 @@ def subset_angles(sino: Sinograms, subset: AngleSubset) -> Sinograms:
                    report=report)
 
 
+def held_out_angles(sino: Sinograms, subset: AngleSubset) -> Sinograms | None:
+    """The projections a subset leaves out (None when it keeps every angle)."""
+    kept = subset.indices(sino.angles)
+    idx = np.setdiff1d(np.arange(len(sino.angles)), kept)
+    if idx.size == 0:
+        return None
+    report = dict(sino.report, angle_subset={"rule": f"not in: {subset.describe()}",
+                                             "kept": int(idx.size), "of": int(len(sino.angles))})
+    return replace(sino, data=np.ascontiguousarray(sino.data[:, idx]), angles=sino.angles[idx],
+                   report=report)
+
+
+class ScanCase(NamedTuple):
+    """What :func:`case_from_scan` builds.
+
+    Attributes
+    ----------
+    sino : Sinograms
+        The data the methods get, ``(rows, angles, cols)``.
+    reference : numpy.ndarray or None
+        ``(slices, n, n)`` to score against, or None.
+    case : dict
+        JSON-friendly description (input, scan summary, preprocessing, angles, reference).
+    heldout : Sinograms or None
+        The preprocessed projections of the angles the subset left out (same
+        rows, columns and rotation centre as ``sino``), or None without a subset.
+    """
+
+    sino: Sinograms
+    reference: np.ndarray | None
+    case: dict
+    heldout: Sinograms | None
+
+
 def reference_from_full_data(sino: Sinograms, options: ReconOptions,
                              iterations: int | None = None) -> tuple[np.ndarray, str]:
     """SIRT (non-negative) on all angles; iterations given, or by the discrepancy principle."""
@@ -111,11 +151,13 @@ def reference_from_full_data(sino: Sinograms, options: ReconOptions,
 
 def case_from_scan(path: str | Path, options: ReconOptions, reference: str | None = None,
                    subset: AngleSubset = AngleSubset(), reference_iterations: int | None = None,
-                   ) -> tuple[Sinograms, np.ndarray | None, dict]:
-    """Preprocess a scan and build (data for the methods, reference or None, case description).
+                   ) -> ScanCase:
+    """Preprocess a scan and build the methods' data, the reference and the case description.
 
     ``reference``: None, 'full' (needs a subset), or a TIFF file on the reconstruction grid.
     ``reference_iterations``: SIRT iterations of a 'full' reference (default: discrepancy).
+    With a subset, the left-out projections come back as ``heldout``
+    (preprocessed with all angles, like the methods' data).
     """
     scan = open_scan(path, **options.scan_hints())
     pre = options.preprocess_options()
@@ -135,14 +177,16 @@ def case_from_scan(path: str | Path, options: ReconOptions, reference: str | Non
         n = options.size or sino.data.shape[-1]
         ref_volume = read_reference(reference, (sino.data.shape[0], n, n))
         case["reference"] = f"file {reference}"
+    heldout = None
     if subset.active:
+        heldout = held_out_angles(sino, subset)
         sino = subset_angles(sino, subset)
     case["angles"] = {"rule": subset.describe(), "count": int(len(sino.angles))}
     case["title"] = f"{Path(path).name}: {len(sino.angles)} angles ({subset.describe()})"
     case["description"] = (f"{scan.format} scan {Path(path).name}, {sino.data.shape[0]} slice(s) of "
                            f"{sino.data.shape[-1]} columns, rotation centre "
                            f"{sino.report.get('rotation_center', sino.center):.2f} px (file).")
-    return sino, ref_volume, case
+    return ScanCase(sino, ref_volume, case, heldout)
 
 
 def read_reference(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:

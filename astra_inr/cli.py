@@ -165,16 +165,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError("--phantom needs --angles N (the number of simulated angles)")
         sino, reference, case = case_from_phantom(args.phantom, count, args.noise,
                                                   args.limited_angle, args.noise_seed)
+        heldout = None
         given.setdefault("size", case["grid_size"])
         options = ReconOptions.from_mapping(given)
     else:
         if not args.input:
             raise ValueError("give a scan INPUT or --phantom IMAGE")
         options = ReconOptions.from_mapping(given)
-        sino, reference, case = case_from_scan(args.input, options, args.reference, subset,
-                                               args.reference_iterations)
+        sino, reference, case, heldout = case_from_scan(args.input, options, args.reference,
+                                                        subset, args.reference_iterations)
     progress = None if args.quiet else ProgressBar()
-    results = compare_methods(sino, methods, options, reference, progress)
+    results = compare_methods(sino, methods, options, reference, progress, heldout=heldout)
     out = write_comparison(args.out, results, case, reference, overwrite=args.overwrite)
     if not args.quiet:
         print(markdown_table(results), file=sys.stderr)

@@ -27,14 +27,24 @@ def _fmt(x: Any, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _has_heldout(results: Mapping[str, MethodResult]) -> bool:
+    return any(r.heldout_residual is not None for r in results.values())
+
+
 def markdown_table(results: Mapping[str, MethodResult]) -> str:
-    """The table of comparison.md: one row per method."""
-    lines = ["| method | PSNR (dB) | SSIM | seconds | iterations | data residual | iteration choice |",
-             "|---|---|---|---|---|---|---|"]
+    """The table of comparison.md: one row per method (held-out columns when scored)."""
+    held = _has_heldout(results)
+    header = ["method", "PSNR (dB)", "SSIM", "seconds", "iterations", "data residual"]
+    header += ["held-out residual", "held-out ramp-weighted"] if held else []
+    header.append("iteration choice")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results.items():
         choice = r.choice.split(" (PSNR by checkpoint")[0]
-        lines.append(f"| {name} | {_fmt(r.psnr, '.2f')} | {_fmt(r.ssim, '.3f')} | "
-                     f"{r.seconds:.2f} | {r.iterations} | {r.data_residual:.4f} | {choice} |")
+        cells = [name, _fmt(r.psnr, ".2f"), _fmt(r.ssim, ".3f"), f"{r.seconds:.2f}",
+                 str(r.iterations), f"{r.data_residual:.4f}"]
+        if held:
+            cells += [_fmt(r.heldout_residual, ".4f"), _fmt(r.heldout_residual_ramp, ".4f")]
+        lines.append("| " + " | ".join(cells + [choice]) + " |")
     return "\n".join(lines)
 
 
@@ -103,7 +113,8 @@ def write_comparison(out_dir: str | os.PathLike, results: Mapping[str, MethodRes
     """Write the comparison folder (atomically).
 
     Files: ``comparison.json`` (``{"methods": {name: {psnr, ssim, seconds,
-    data_residual, iterations, iteration_choice, ...}}, "case": case}``),
+    data_residual, iterations, iteration_choice, [heldout_residual,
+    heldout_residual_ramp], ...}}, "case": case}``),
     ``comparison.csv``, ``comparison.md``, ``comparison.png``,
     ``<METHOD>.tif`` (each volume, float32) and ``reference.tif``.
     """
@@ -115,17 +126,26 @@ def write_comparison(out_dir: str | os.PathLike, results: Mapping[str, MethodRes
             tifffile.imwrite(tmp / "reference.tif", np.asarray(reference, np.float32))
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["method", "psnr_db", "ssim", "seconds", "iterations", "data_residual",
-                         "iteration_choice"])
+        held = _has_heldout(results)
+        writer.writerow(["method", "psnr_db", "ssim", "seconds", "iterations", "data_residual"]
+                        + (["heldout_residual", "heldout_residual_ramp"] if held else [])
+                        + ["iteration_choice"])
         for name, r in results.items():
             writer.writerow([name, r.psnr, r.ssim, f"{r.seconds:.4f}", r.iterations,
-                             f"{r.data_residual:.6f}", r.choice])
+                             f"{r.data_residual:.6f}"]
+                            + ([r.heldout_residual, r.heldout_residual_ramp] if held else [])
+                            + [r.choice])
         (tmp / "comparison.csv").write_text(buf.getvalue())
         title = case.get("title", "comparison")
         md = [f"# {title}", "", case.get("description", ""), "",
               f"Reference: {case.get('reference', 'none')}", "", markdown_table(results), "",
               "PSNR uses the reference's data range; SSIM is the Gaussian-window SSIM averaged "
-              "over slices; seconds are the wall time of the reconstruction kept.", ""]
+              "over slices; seconds are the wall time of the reconstruction kept."
+              + (" Held-out: each volume projected at the angles no method was given, "
+                 "||A x - y|| / ||y|| there, plain and ramp-weighted (the ramp weighs detector "
+                 "frequencies as an image-domain error weighs the image's); both include those "
+                 "projections' own noise, so lower is better but the floor is not 0." if held else ""),
+              ""]
         (tmp / "comparison.md").write_text("\n".join(md))
         _figure(tmp / "comparison.png", results, reference, title)
         # Written last: a folder with comparison.json is complete.

@@ -43,7 +43,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, iterations: int | 
     # The phantom lies on a 128 x 128 grid of detector pixels centred on the axis.
     options = ReconOptions(rows=f"{a}:{b}", stripe_removal="sorting", size=phantom.shape[-1],
                            iterations=iterations)
-    sino, _, case = case_from_scan(scan_path, options)
+    sino, _, case, _ = case_from_scan(scan_path, options)
     case["reference"] = f"the simulated phantom ({phantom_path.name}, rows {a}:{b})"
     case["title"] = f"sample scan, rows {a}:{b}: FBP, SIRT, CGLS and INR"
     progress = None if quiet else ProgressBar()

@@ -31,7 +31,11 @@ Real (:func:`astra_inr.cases.case_from_scan` with ``reference='full'``: the
 reference is non-negative SIRT on *all* angles, its iterations by the
 discrepancy principle; the methods see only the subset.  Such a reference
 shares SIRT's own smoothing, so it favours SIRT: read these rows as
-closeness to the full-data SIRT, not to the truth):
+closeness to the full-data SIRT, not to the truth.  A second score needs
+no reference: every method's volume is projected at the angles the subset
+left out and compared with what was measured there (plain and
+ramp-weighted relative residual, :mod:`astra_inr.compare`), printed as a
+second table):
 
 * ``tooth-step4``: the APS tooth scan ``aps_tooth_dxchange.h5`` (DXchange,
   181 angles over 180 degrees, 2 rows x 640 columns): flat/dark correction,
@@ -93,8 +97,10 @@ The JSON: ``machine`` (platform, CPU count, library versions, GPU name,
 ``description``, ``reference``, ``options``, ``status`` ('ok' or 'error'
 with ``error`` and ``traceback``), ``methods`` (per method: ``psnr``,
 ``ssim``, ``seconds``, ``iterations``, ``iteration_choice``,
-``data_residual``, ...), ``winner``, ``inr_margin_db``, ``seconds``),
-``table`` (the markdown printed), ``speed`` (``status``: 'ok',
+``data_residual``, for real scans ``heldout_residual`` and
+``heldout_residual_ramp``, ...), ``winner``, ``inr_margin_db``,
+``seconds``), ``table`` (the markdown printed), ``heldout_table`` (real
+scans' held-out scores, when any ran), ``speed`` (``status``: 'ok',
 'unavailable', 'error' or 'skipped'; ``rows``) and ``complete`` (false
 while the run is going on or if it was cut off).
 
@@ -340,8 +346,12 @@ def recon_options(mode: Mode, args: argparse.Namespace, **fields: Any) -> ReconO
 
 
 def build_case(spec: CaseSpec, mode: Mode, args: argparse.Namespace,
-               ) -> tuple[Sinograms, np.ndarray, dict[str, Any], ReconOptions]:
-    """Make the data, the reference, the case description and the options of one case."""
+               ) -> tuple[Sinograms, np.ndarray, dict[str, Any], ReconOptions, Sinograms | None]:
+    """Make the data, the reference, the case description, the options and the held-out data.
+
+    The held-out data (None for phantoms) are a real scan's projections at
+    the angles the methods do not get.
+    """
     p = spec.params
     data_dir = Path(args.data)
     if p["kind"] == "phantom":
@@ -349,20 +359,20 @@ def build_case(spec: CaseSpec, mode: Mode, args: argparse.Namespace,
         sino, reference, case = case_from_phantom(image, p["angles"], p["noise"],
                                                   p["limited_deg"], p["seed"])
         case["input"] = CT_FILE if p["phantom"] == "ct" else "modified Shepp-Logan (astra)"
-        return sino, reference, case, recon_options(mode, args, size=case["grid_size"])
+        return sino, reference, case, recon_options(mode, args, size=case["grid_size"]), None
     options = recon_options(mode, args, **p["options"])
     source = data_dir / p["file"]
     binning = p.get("column_binning", 1)
     with tempfile.TemporaryDirectory(prefix="astra-inr-benchmark-") as tmp:
         path = bin_sinogram_columns(source, binning, Path(tmp)) if binning > 1 else source
-        sino, reference, case = case_from_scan(path, options, reference="full",
-                                               subset=AngleSubset(step=p["subset_step"]),
-                                               reference_iterations=p["reference_iterations"])
+        sino, reference, case, heldout = case_from_scan(
+            path, options, reference="full", subset=AngleSubset(step=p["subset_step"]),
+            reference_iterations=p["reference_iterations"])
     if binning > 1:
         case["input"] = str(source)
         case["input_preparation"] = (f"raw counts averaged over {binning} adjacent detector "
                                      f"columns (a temporary copy) before preprocessing")
-    return sino, reference, case, options
+    return sino, reference, case, options, heldout
 
 
 def bin_sinogram_columns(path: Path, factor: int, out_dir: Path) -> Path:
@@ -425,12 +435,13 @@ def run_case(spec: CaseSpec, mode: Mode, args: argparse.Namespace, log: Log) -> 
                              "status": "running"}
     t0 = time.perf_counter()
     try:
-        sino, reference, case, options = build_case(spec, mode, args)
+        sino, reference, case, options, heldout = build_case(spec, mode, args)
         entry.update(description=case.get("description"), reference=case.get("reference"),
                      case=case, data_shape=list(sino.data.shape), options=options.to_dict(),
                      build_seconds=time.perf_counter() - t0)
         progress = None if args.quiet else ProgressBar(prefix=f"  {spec.id}: ")
-        results = compare_methods(sino, args.methods, options, reference, progress)
+        results = compare_methods(sino, args.methods, options, reference, progress,
+                                  heldout=heldout)
         entry["methods"] = {name: _method_summary(r) for name, r in results.items()}
         entry["winner"], entry["inr_margin_db"] = winner_and_margin(entry["methods"])
         entry["status"] = "ok"
@@ -500,6 +511,32 @@ def quality_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> st
             cells += [entry["winner"] or "n/a", "n/a" if margin is None else f"{margin:+.2f}"]
         lines.append("| " + " | ".join([entry["id"], *cells]) + " |")
     return "\n".join(lines)
+
+
+def heldout_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> str | None:
+    """Real scans only: each method's residual on the projections it was not given.
+
+    Cells: plain / ramp-weighted relative residual (lower is better; the
+    held-out data's own noise is in both, the same for every method).  None
+    when no case has held-out projections.
+    """
+    rows = [e for e in cases if e["status"] == "ok"
+            and any(s.get("heldout_residual") is not None for s in e["methods"].values())]
+    if not rows:
+        return None
+    header = ["case (held-out angles)", *methods, "lowest ramp-weighted"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in rows:
+        ms = entry["methods"]
+        cells = [f"{ms[m]['heldout_residual']:.4f} / {ms[m]['heldout_residual_ramp']:.4f}"
+                 if m in ms and ms[m].get("heldout_residual") is not None else "-" for m in methods]
+        ramp = {m: s["heldout_residual_ramp"] for m, s in ms.items()
+                if s.get("heldout_residual_ramp") is not None}
+        lines.append("| " + " | ".join([entry["id"], *cells, min(ramp, key=ramp.get)]) + " |")
+    return "\n".join(lines) + (
+        "\n\nCells: ||A x - y|| / ||y|| on the projections no method was given (the angles the "
+        "subset left out), plain / ramp-weighted. No reference image is involved, so no method's "
+        "own bias is favoured; the floor is those projections' noise, not 0.")
 
 
 def table_notes(mode: Mode, args: argparse.Namespace) -> str:
@@ -704,6 +741,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json_atomic(json_path, report)
     table = quality_table(list(report["cases"].values()), args.methods)
     report["table"] = table + "\n\n" + table_notes(mode, args)
+    held = heldout_table(list(report["cases"].values()), args.methods)
+    if held:
+        report["heldout_table"] = held
+        report["table"] += "\n\n" + held
     print(report["table"])
     if run_speed:
         report["speed"] = speed_section(args, log)

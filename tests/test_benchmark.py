@@ -140,3 +140,19 @@ def test_case_selection_and_winner(bench):
     assert bench.winner_and_margin(rows) == ("INR", pytest.approx(1.5))
     assert bench.winner_and_margin({"INR": {"psnr": 20.0}}) == ("INR", None)
     assert bench.winner_and_margin({"FBP": {"psnr": None}}) == (None, None)
+
+
+def test_heldout_table_lists_real_scans_only(bench):
+    phantom_case = {"id": "ct-30-n0", "status": "ok",
+                    "methods": {"FBP": {"psnr": 20.0}, "INR": {"psnr": 22.0}}}
+    assert bench.heldout_table([phantom_case], ["FBP", "INR"]) is None
+    real = {"id": "tooth-step4", "status": "ok", "methods": {
+        "FBP": {"heldout_residual": 0.06, "heldout_residual_ramp": 0.22},
+        "SIRT": {"heldout_residual": 0.07, "heldout_residual_ramp": 0.23},
+        "INR": {"heldout_residual": 0.09, "heldout_residual_ramp": 0.21}}}
+    failed = {"id": "neutron-quarter", "status": "error", "error": "boom"}
+    table = bench.heldout_table([phantom_case, real, failed], ["FBP", "SIRT", "INR"])
+    lines = table.splitlines()
+    assert lines[0] == "| case (held-out angles) | FBP | SIRT | INR | lowest ramp-weighted |"
+    assert lines[2] == "| tooth-step4 | 0.0600 / 0.2200 | 0.0700 / 0.2300 | 0.0900 / 0.2100 | INR |"
+    assert "ct-30-n0" not in table and "neutron" not in table

@@ -2,15 +2,17 @@
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from scipy.ndimage import gaussian_filter
 
-from astra_inr.cases import AngleSubset, case_from_phantom
+from astra_inr.cases import AngleSubset, case_from_phantom, held_out_angles, subset_angles
 from astra_inr.cli import main
-from astra_inr.compare import compare_methods
+from astra_inr.compare import _HeldOutResidual, compare_methods
 from astra_inr.recon import ReconOptions
 from conftest import phantom
 from test_readers import TOOTH
@@ -67,6 +69,54 @@ def test_compare_on_the_tooth_against_its_full_data_reconstruction(tmp_path):
     assert data["case"]["angles"]["count"] == 46
     for v in data["methods"].values():
         assert v["psnr"] is not None and v["psnr"] > 10
+        # Scored on the 135 projections the subset left out as well.
+        assert 0 < v["heldout_residual"] < 0.5 and 0 < v["heldout_residual_ramp"] < 1
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert all(0 < float(r["heldout_residual_ramp"]) < 1 for r in rows)
+    assert "held-out ramp-weighted" in (out / "comparison.md").read_text()
+
+
+def test_held_out_angles_are_the_complement_of_the_subset():
+    sino, _, _ = case_from_phantom(phantom(32), 40)
+    subset = AngleSubset(step=3)
+    kept, held = subset_angles(sino, subset), held_out_angles(sino, subset)
+    assert len(kept.angles) + len(held.angles) == 40
+    assert not set(kept.angles.tolist()) & set(held.angles.tolist())
+    both = np.concatenate([kept.angles, held.angles])
+    order = np.argsort(both)
+    np.testing.assert_array_equal(both[order], sino.angles)
+    np.testing.assert_array_equal(np.concatenate([kept.data, held.data], axis=1)[:, order],
+                                  sino.data)
+    assert held_out_angles(sino, AngleSubset(step=1)) is None
+
+
+def test_held_out_residual_scores_predictions_of_unseen_angles():
+    image = phantom(32)
+    sino, _, _ = case_from_phantom(image, 40)
+    subset = AngleSubset(step=2)
+    kept, held = subset_angles(sino, subset), held_out_angles(sino, subset)
+    from astra_inr.recon import _geometries
+    vg = _geometries(kept, 32)[0]
+    scorer = _HeldOutResidual(held, 32, vg, 1, cuda=False)
+    try:
+        zero = scorer(np.zeros((1, 32, 32), np.float32))
+        assert zero == pytest.approx((1.0, 1.0), abs=1e-6)
+        truth = scorer(image[None].astype(np.float32))
+        # The true image predicts the unseen projections up to the projector mismatch.
+        assert truth[0] < 0.05 and truth[1] < 0.1
+        blurred = scorer(gaussian_filter(image, 1.5).astype(np.float32)[None])
+        # A blurred image predicts them worse, by far more in the ramp-weighted residual.
+        assert blurred[0] > 2 * truth[0] and blurred[1] > 2 * truth[1]
+        assert blurred[1] - truth[1] > 2 * (blurred[0] - truth[0])
+    finally:
+        scorer.close()
+    results = compare_methods(kept, ["FBP", "SIRT"], ReconOptions(size=32), heldout=held)
+    for r in results.values():
+        assert truth[1] < r.heldout_residual_ramp < 1 and r.summary()["heldout_residual"] > 0
+    for bad in (replace(held, data=np.concatenate([held.data, held.data])),
+                replace(held, pixel_size=2 * (held.pixel_size or 1.0))):
+        with pytest.raises(ValueError, match="held-out projections .* do not match"):
+            compare_methods(kept, ["FBP"], ReconOptions(size=32), heldout=bad)
 
 
 def test_without_reference_baselines_stop_by_discrepancy(tmp_path):
