@@ -60,6 +60,12 @@ class INRConfig:
         "(0) all but ignores, also steer the fit.  For data whose coarse content drifts while "
         "training (neutron scan: +1.9 dB at 0.05); it slows the edges elsewhere (tooth: "
         "-1.5 dB).", "unit_interval")
+    fit_level: bool = _opt(
+        True, "FitLevel", "At the end of each run(), scale the network's output so that the "
+        "volume's overall level fits the data by plain least squares (one factor, folded into "
+        "the output layer): the ramp-weighted data term barely sees that level and total "
+        "variation lowers contrast, while FBP and SIRT set it from all the data.  Not with "
+        "MaxConstraint.", "bool")
     seed: int = _opt(0, "Seed", "Seeds the network initialisation: same seed, same result on "
                      "the CPU.", "int")
     device: str = _opt("auto", "Device", "Where the network trains: 'auto' (CUDA when torch "

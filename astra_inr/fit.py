@@ -381,6 +381,8 @@ class INRTrainer:
         scale = config.scale if config.scale != "auto" else None
         self._set_network(self._new_network(scale) if scale is not None else None)
         self.seconds = 0.0
+        #: FitLevel's factor at the end of each run() (None where not applied).
+        self.level_gains: list[float | None] = []
         self.data_residual: float | None = None
         self._image: torch.Tensor | None = None
 
@@ -686,11 +688,38 @@ class INRTrainer:
         if self.network is None:
             self.choose_scale(callback, callback_every)
         self._train(int(iterations), callback, callback_every)
-        self._record_regularity(self.total_iterations)
-        self._flush_regularity()
         with torch.no_grad():
-            residual = self.operator.forward(self.image()) - self.y
+            projections = self.operator.forward(self.image())
+            if self.config.fit_level:
+                projections = self._fit_level(projections)
+            self._record_regularity(self.total_iterations)
+            self._flush_regularity()
+            residual = projections - self.y
             self.data_residual = float(residual.double().norm()) / self.y_norm
+
+    def _fit_level(self, projections: torch.Tensor) -> torch.Tensor:
+        """Scale the output layer by the plain least-squares gain of the volume; returns A(g x).
+
+        ``g = <A x, y> / ||A x||^2``.  Exact for the constrained image: a
+        lower bound of 0, the support mask and the image scale all commute
+        with a positive factor (an upper bound would not, hence not with
+        MaxConstraint; nor with another lower bound, where g x would move the
+        bound).  A factor <= 0 (a volume that does not explain the data at
+        all) is not applied.
+        """
+        ap = projections.double()
+        energy = float((ap * ap).sum())
+        gain = float((ap * self.y.double()).sum()) / energy if energy > 0 else 0.0
+        lower, upper = self.config.min_constraint, self.config.max_constraint
+        if not (math.isfinite(gain) and gain > 0) or upper is not None or lower not in (None, 0):
+            self.level_gains.append(None)
+            return projections
+        out = self.network.output
+        out.weight.mul_(gain)
+        out.bias.mul_(gain)
+        self._image = None
+        self.level_gains.append(gain)
+        return projections * gain
 
     # ------------------------------------------------------------------ scale selection
     def choose_scale(self, callback: ProgressCallback | None = None,
@@ -776,6 +805,13 @@ class INRTrainer:
                                        "Discrepancy x estimated_noise_level, and falls back "
                                        "towards TVWeight while above"),
             "tv_weight": self.tv_weight,
+            "level_fit": {
+                "gains": self.level_gains,
+                "rule": ("FitLevel: after each run() the output layer is multiplied by "
+                         "<A x, y> / ||A x||^2, the plain least-squares level of the volume "
+                         "(None: not applied; never with MaxConstraint or a MinConstraint "
+                         "other than 0)"),
+            },
             "support_mask": {
                 "applied": self.support is not None,
                 "free_fraction": (None if self.support is None
@@ -814,7 +850,8 @@ class INRTrainer:
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint, "SupportMask": c.support_mask,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,
-                             "DataWeighting": c.data_weighting, "RampFloor": c.ramp_floor},
+                             "DataWeighting": c.data_weighting, "RampFloor": c.ramp_floor,
+                             "FitLevel": c.fit_level},
             "volume": self.grid.to_dict(),
             "operator": self.operator.describe(),
         }

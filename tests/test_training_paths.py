@@ -121,3 +121,38 @@ def test_total_variation_of_known_images():
     cube = torch.zeros(4, 4, 4)
     cube[2:] = 1.0                                    # one step between slices 1 and 2
     assert float(total_variation(cube, eps=0.0)) == pytest.approx(16 / 64)
+
+
+def _plain_gain(trainer):
+    ax = trainer.operator.forward(trainer.image()).double()
+    y = trainer.y.double()
+    return float((ax * y).sum() / (ax * ax).sum())
+
+
+def test_fit_level_scales_the_network_to_the_least_squares_level_of_the_data():
+    prob = make_problem(n=24, n_angles=16, noise=0.01)
+    free = _trainer(prob, seed=1, fit_level=False, tv_weight=0.3, min_constraint=0.0)
+    fitted = _trainer(prob, seed=1, tv_weight=0.3, min_constraint=0.0)
+    free.run(30)
+    fitted.run(30)
+    before = free.image().clone()
+    gain = _plain_gain(free)
+    assert abs(gain - 1) > 1e-3                       # TV left the level off the data's
+    # Same training, then the factor folded into the output layer: exactly g x.
+    (g,) = fitted.level_gains
+    assert g == pytest.approx(gain, rel=1e-5)
+    np.testing.assert_allclose(fitted.image().numpy(), g * before.numpy(), rtol=1e-4, atol=1e-6)
+    assert _plain_gain(fitted) == pytest.approx(1.0, abs=1e-5)
+    assert fitted.data_residual < free.data_residual
+    fitted.run(10)                                    # one factor per run() call, in the report
+    assert len(fitted.report()["level_fit"]["gains"]) == 2
+    assert free.report()["level_fit"]["gains"] == [] and free.level_gains == []
+
+
+def test_fit_level_is_skipped_where_a_bound_would_not_commute_with_the_factor():
+    prob = make_problem(n=24, n_angles=16)
+    for bounds in ({"max_constraint": 0.5}, {"min_constraint": -0.1}):
+        tr = _trainer(prob, seed=1, **bounds)
+        tr.run(5)
+        assert tr.level_gains == [None]
+        assert tr.report()["level_fit"]["gains"] == [None]
