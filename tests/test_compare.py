@@ -76,6 +76,20 @@ def test_compare_on_the_tooth_against_its_full_data_reconstruction(tmp_path):
     assert "held-out ramp-weighted" in (out / "comparison.md").read_text()
 
 
+def test_a_subset_without_reference_is_scored_on_the_left_out_projections(tmp_path):
+    out = tmp_path / "no_reference"
+    rc = main(["compare", str(TOOTH), "--rows", "0:2", "--binning", "2", "--angles-step", "4",
+               "--algorithms", "FBP,CGLS", "--out", str(out), "--quiet"])
+    assert rc == 0
+    data = _check_outputs(out, ["FBP", "CGLS"])
+    assert not (out / "reference.tif").exists()
+    for v in data["methods"].values():
+        assert v["psnr"] is None and 0 < v["heldout_residual"] < 0.5
+    # CGLS stopped at the noise level predicts unseen angles better than one FBP pass.
+    fbp, cgls = data["methods"]["FBP"], data["methods"]["CGLS"]
+    assert cgls["heldout_residual_ramp"] < fbp["heldout_residual_ramp"]
+
+
 def test_held_out_angles_are_the_complement_of_the_subset():
     sino, _, _ = case_from_phantom(phantom(32), 40)
     subset = AngleSubset(step=3)
