@@ -64,8 +64,9 @@ class INRConfig:
         True, "FitLevel", "At the end of each run(), scale the network's output so that the "
         "volume's overall level fits the data by plain least squares (one factor, folded into "
         "the output layer): the ramp-weighted data term barely sees that level and total "
-        "variation lowers contrast, while FBP and SIRT set it from all the data.  Not with "
-        "MaxConstraint.", "bool")
+        "variation lowers contrast, while FBP and SIRT set it from all the data.  Skipped with "
+        "MaxConstraint or a MinConstraint other than 0 (the factor would move the bound).",
+        "bool")
     seed: int = _opt(0, "Seed", "Seeds the network initialisation: same seed, same result on "
                      "the CPU.", "int")
     device: str = _opt("auto", "Device", "Where the network trains: 'auto' (CUDA when torch "
