@@ -58,8 +58,8 @@ class INRConfig:
         0.0, "RampFloor", "With DataWeighting='ramp': this fraction of the ramp's Nyquist "
         "value is added at every detector frequency, so the slowest ones, which the pure ramp "
         "(0) all but ignores, also steer the fit.  For data whose coarse content drifts while "
-        "training (neutron scan: +1.9 dB at 0.05); it slows the edges elsewhere (tooth: "
-        "-1.5 dB).", "unit_interval")
+        "training (neutron scan: +1.5 dB at 0.05); it slows the edges elsewhere (tooth: "
+        "-1.6 dB).", "unit_interval")
     fit_level: bool = _opt(
         True, "FitLevel", "At the end of each run(), scale the network's output so that the "
         "volume's overall level fits the data by plain least squares (one factor, folded into "
