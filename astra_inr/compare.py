@@ -132,7 +132,7 @@ class _Residual:
         self.op.close()
 
 
-class _HeldOutResidual(_Residual):
+class _HeldOutResidual:
     """(plain, ramp-weighted) relative residual on projections no method was given."""
 
     def __init__(self, heldout: Sinograms, size: int | None, vg: dict, n_rows: int,
@@ -143,15 +143,18 @@ class _HeldOutResidual(_Residual):
                 f"the held-out projections ({heldout.data.shape[0]} rows, grid {vg_h}) do not "
                 f"match the methods' data ({n_rows} rows, grid {vg}): they must come from the "
                 "same scan, rows and pixel size")
-        super().__init__(heldout, vg, pg, cuda)
-        self.ramp = DataFit(self.y, "ramp")
+        self.plain = _Residual(heldout, vg, pg, cuda)
+        self.ramp = DataFit(self.plain.y, "ramp")
 
-    def __call__(self, volume: np.ndarray) -> tuple[float, float]:  # type: ignore[override]
+    def __call__(self, volume: np.ndarray) -> tuple[float, float]:
         x = torch.from_numpy(np.ascontiguousarray(volume, np.float32))
         with torch.no_grad():
-            proj = self.op.forward(x)
-            plain = float((proj - self.y).double().norm()) / self.norm
+            proj = self.plain.op.forward(x)
+            plain = float((proj - self.plain.y).double().norm()) / self.plain.norm
             return plain, float(self.ramp(proj)) ** 0.5
+
+    def close(self) -> None:
+        self.plain.close()
 
 
 class _SliceRuns:
