@@ -707,9 +707,10 @@ class INRTrainer:
         bound).  A factor <= 0 (a volume that does not explain the data at
         all) is not applied.
         """
-        ap = projections.double()
-        energy = float((ap * ap).sum())
-        gain = float((ap * self.y.double()).sum()) / energy if energy > 0 else 0.0
+        # float64 accumulation without float64 copies of the (possibly GB-sized) projections.
+        energy = float((projections * projections).sum(dtype=torch.float64))
+        cross = float((projections * self.y).sum(dtype=torch.float64))
+        gain = cross / energy if energy > 0 else 0.0
         lower, upper = self.config.min_constraint, self.config.max_constraint
         if not (math.isfinite(gain) and gain > 0) or upper is not None or lower not in (None, 0):
             self.level_gains.append(None)
