@@ -141,6 +141,9 @@ import tifffile
 import astra_inr  # noqa: F401  (registers the INR plugin)
 from astra_inr.cases import AngleSubset, case_from_phantom, case_from_scan
 from astra_inr.compare import METHODS, MethodResult, compare_methods
+# Imported with the rest, not when the first figure is due: a long run must not
+# pick up a different version of the package (an editable install edited meanwhile).
+from astra_inr.comparison_report import write_comparison
 from astra_inr.io.writers import write_json
 from astra_inr.preprocess import Sinograms
 from astra_inr.progress import ProgressBar
@@ -467,8 +470,6 @@ def _method_summary(result: MethodResult) -> dict[str, Any]:
 def _write_figures(out: Path, results: dict[str, MethodResult], case: dict[str, Any],
                    reference: np.ndarray, log: Log) -> str:
     """Write the case's comparison folder; returns its path, or the error (scores stand)."""
-    from astra_inr.comparison_report import write_comparison
-
     try:
         return str(write_comparison(out, results, case, reference, overwrite=True))
     except Exception as exc:
