@@ -326,7 +326,8 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                              "path_norm": rep["path_norm"]["total"],
                              "estimated_noise_level": rep["estimated_noise_level"],
                              "tv_weight_floor": rep["tv_weight_floor"],
-                             "tv_weight_final": rep["tv_weight"]}
+                             "tv_weight_final": rep["tv_weight"],
+                             "level_gains": rep["level_fit"]["gains"]}
                 result = MethodResult(method, volume, info["seconds"], info["iterations"], choice,
                                       residual(volume), extra=extra)
             if reference is not None:

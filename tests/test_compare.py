@@ -48,6 +48,8 @@ def test_compare_on_a_small_phantom(tmp_path):
         assert v["data_residual"] > 0
     assert "best PSNR against the reference" in methods["SIRT"]["iteration_choice"]
     assert methods["FBP"]["iteration_choice"] == "one pass, filter ram-lak"
+    (gain,) = methods["INR"]["level_gains"]            # FitLevel's factor, one run
+    assert 0.5 < gain < 2
     assert data["case"]["simulation"]["projector"].startswith("strip")
     assert tifffile.imread(out / "reference.tif").shape == (1, 48, 48)
     # The ladder's choice really is the best checkpoint.
