@@ -695,7 +695,8 @@ class INRTrainer:
             self._record_regularity(self.total_iterations)
             self._flush_regularity()
             residual = projections - self.y
-            self.data_residual = float(residual.double().norm()) / self.y_norm
+            self.data_residual = float(torch.linalg.vector_norm(
+                residual, dtype=torch.float64)) / self.y_norm
 
     def _fit_level(self, projections: torch.Tensor) -> torch.Tensor:
         """Scale the output layer by the plain least-squares gain of the volume; returns A(g x).
@@ -707,12 +708,14 @@ class INRTrainer:
         bound).  A factor <= 0 (a volume that does not explain the data at
         all) is not applied.
         """
-        # float64 accumulation without float64 copies of the (possibly GB-sized) projections.
-        energy = float((projections * projections).sum(dtype=torch.float64))
-        cross = float((projections * self.y).sum(dtype=torch.float64))
-        gain = cross / energy if energy > 0 else 0.0
         lower, upper = self.config.min_constraint, self.config.max_constraint
-        if not (math.isfinite(gain) and gain > 0) or upper is not None or lower not in (None, 0):
+        gain = 0.0
+        if upper is None and lower in (None, 0):
+            # float64 accumulation without float64 copies of the (possibly GB-sized) projections.
+            energy = float((projections * projections).sum(dtype=torch.float64))
+            cross = float((projections * self.y).sum(dtype=torch.float64))
+            gain = cross / energy if energy > 0 else 0.0
+        if not (math.isfinite(gain) and gain > 0):
             self.level_gains.append(None)
             return projections
         out = self.network.output
