@@ -93,25 +93,23 @@ class AngleSubset:
         return ", ".join(parts) or "all angles"
 
 
-def subset_angles(sino: Sinograms, subset: AngleSubset) -> Sinograms:
-    """The same sinograms restricted to a subset of the projections."""
-    idx = subset.indices(sino.angles)
-    report = dict(sino.report, angle_subset={"rule": subset.describe(), "kept": int(len(idx)),
+def _take_angles(sino: Sinograms, idx: np.ndarray, rule: str) -> Sinograms:
+    """The projections ``idx`` of ``sino``, the rule that chose them in the report."""
+    report = dict(sino.report, angle_subset={"rule": rule, "kept": int(len(idx)),
                                              "of": int(len(sino.angles))})
     return replace(sino, data=np.ascontiguousarray(sino.data[:, idx]), angles=sino.angles[idx],
                    report=report)
 
 
+def subset_angles(sino: Sinograms, subset: AngleSubset) -> Sinograms:
+    """The same sinograms restricted to a subset of the projections."""
+    return _take_angles(sino, subset.indices(sino.angles), subset.describe())
+
+
 def held_out_angles(sino: Sinograms, subset: AngleSubset) -> Sinograms | None:
     """The projections a subset leaves out (None when it keeps every angle)."""
-    kept = subset.indices(sino.angles)
-    idx = np.setdiff1d(np.arange(len(sino.angles)), kept)
-    if idx.size == 0:
-        return None
-    report = dict(sino.report, angle_subset={"rule": f"not in: {subset.describe()}",
-                                             "kept": int(idx.size), "of": int(len(sino.angles))})
-    return replace(sino, data=np.ascontiguousarray(sino.data[:, idx]), angles=sino.angles[idx],
-                   report=report)
+    idx = np.setdiff1d(np.arange(len(sino.angles)), subset.indices(sino.angles))
+    return _take_angles(sino, idx, f"not in: {subset.describe()}") if idx.size else None
 
 
 class ScanCase(NamedTuple):
