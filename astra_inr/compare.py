@@ -10,8 +10,10 @@ would tune them, and the choice is recorded:
   the best of a ladder of checkpoints (10, 20, 50, 100, 200, 500, 1000 for
   SIRT; 2, 5, 10, 20, 50, 100 for CGLS) -- by PSNR against the reference when
   there is one, else by the discrepancy principle: the first checkpoint whose
-  residual ||A x - y|| / ||y|| is at most 1.05 times the noise level
-  estimated from the data (:func:`astra_inr.objective.estimate_noise_level`),
+  residual ||A x - y|| / ||y|| is at most 1.05 times the data's error level
+  estimated from the data (white noise,
+  :func:`astra_inr.objective.estimate_noise_level`, and the projections'
+  inconsistency, :func:`astra_inr.objective.estimate_inconsistency`),
   or whose residual fell by less than 1% since the previous checkpoint
   (stagnation: real data carry model errors no noise estimate sees).
 * INR: its defaults, unless options are given.
@@ -34,6 +36,7 @@ these projections and is no fair comparison on them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 
 from .metrics import psnr, ssim
-from .objective import DataFit, estimate_noise_level
+from .objective import DataFit, estimate_inconsistency, estimate_noise_level
 from .operator import AstraOperator
 from .preprocess import Sinograms
 from .recon import ReconOptions, _geometries, _use_cuda, reconstruct_sinograms
@@ -251,7 +254,7 @@ def _tune(name: str, sino: Sinograms, vg: dict, pg: dict, ladder: Sequence[int],
         extra["discrepancy_target"] = target
         reached = residuals[it] <= target
         choice = (f"discrepancy principle: first checkpoint of {list(ladder)} with residual <= "
-                  f"{DISCREPANCY_TAU} x estimated noise level {noise:.4f}"
+                  f"{DISCREPANCY_TAU} x estimated data error level {noise:.4f}"
                   + ("" if reached else f", or whose residual fell by less than {STAGNATION:.0%} "
                                         f"from the previous checkpoint (stagnation; here at {it})"))
     return MethodResult(name, volume, seconds, it, choice, residuals[it], extra=extra)
@@ -296,8 +299,9 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
     if reference is not None:
         reference = np.asarray(reference, np.float32).reshape(grid.shape)
     cuda = _use_cuda(options.device)
-    noise = estimate_noise_level(torch.from_numpy(np.ascontiguousarray(sino.data, np.float32)))
     residual = _Residual(sino, vg, exact, cuda)
+    white = estimate_noise_level(residual.y)
+    noise = math.hypot(white, estimate_inconsistency(residual.y, residual.op, white))
     held = (_HeldOutResidual(heldout, options.size, vg, sino.data.shape[0], cuda)
             if heldout is not None else None)
     results: dict[str, MethodResult] = {}
@@ -325,6 +329,7 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                     extra = {"options": rep["options"], "scale": rep["scale"],
                              "path_norm": rep["path_norm"]["total"],
                              "estimated_noise_level": rep["estimated_noise_level"],
+                             "estimated_inconsistency": rep["estimated_inconsistency"],
                              "tv_weight_floor": rep["tv_weight_floor"],
                              "tv_weight_final": rep["tv_weight"],
                              "level_gains": rep["level_fit"]["gains"]}

@@ -99,8 +99,9 @@ class INRConfig:
         "smallest weight used; 0: no TV.", "auto|nonneg")
     discrepancy: float = _opt(
         1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
-        "data residual ||Ax - y|| / ||y|| falls below this times the noise level estimated from "
-        "the data (the network starts fitting noise) the TV weight grows, and it shrinks back "
+        "data residual ||Ax - y|| / ||y|| falls below this times the data's error level "
+        "estimated from the data (white noise and, for parallel beams, the spread of the "
+        "projections' totals over the angles; the network starts fitting noise) the TV weight grows, and it shrinks back "
         "towards TVWeight while the residual is above (0: TVWeight fixed).", "nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "

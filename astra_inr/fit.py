@@ -37,8 +37,8 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import (DataFit, clamp_inward, estimate_noise_level, estimate_peak, estimate_support,
-                        total_variation)
+from .objective import (DataFit, clamp_inward, estimate_inconsistency, estimate_noise_level,
+                        estimate_peak, estimate_support, total_variation)
 from .operator import AstraOperator, project
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
@@ -354,14 +354,21 @@ class INRTrainer:
         #: many times the mean and would take the network thousands of
         #: steps to reach.
         self.image_scale = max(self.mean_scale, estimate_peak(y, operator))
-        #: Relative noise level ||n|| / ||y|| estimated from the data.
+        #: Relative white-noise level ||n|| / ||y|| estimated from the data.
         self.noise_level = estimate_noise_level(y)
+        #: Relative error of the projections' totals (0 where not measurable).
+        self.inconsistency = estimate_inconsistency(y, operator, self.noise_level)
+        #: The data's whole relative error: a volume fitting them closer fits errors.
+        self.data_error_level = math.hypot(self.noise_level, self.inconsistency)
+        # Only the white noise sets the TV floor: the inconsistency varies slowly along
+        # the detector, where the ramp-weighted data term hardly follows it, so it does
+        # not make the network draw the fine streaks TV is there to suppress.
         #: The smallest TV weight (TVWeight, or its value for 'auto').
         self.tv_floor = (min(max(_TV_PER_NOISE * self.noise_level, _TV_AUTO_MIN), _TV_AUTO_MAX)
                          if config.tv_weight == "auto" else float(config.tv_weight))
         #: Data residual ||A x - y|| / ||y|| below which the TV weight grows
-        #: (Discrepancy x noise level); 0: TV weight fixed.
-        self.discrepancy_target = (config.discrepancy * self.noise_level
+        #: (Discrepancy x data error level); 0: TV weight fixed.
+        self.discrepancy_target = (config.discrepancy * self.data_error_level
                                    if self.tv_floor > 0 else 0.0)
         #: Where the volume may be non-zero (SupportMask), bool of the grid's shape, or None.
         self.support = (estimate_support(y, operator, self.noise_level)
@@ -760,7 +767,7 @@ class INRTrainer:
                          "residuals": history[:, [0, 2]], "path_norms": path[:, :2],
                          "seconds": self.seconds - t0})
         best = min(float(r["residuals"][:, 1].min()) for r in runs)
-        target = max(1.1 * best, self.noise_level)
+        target = max(1.1 * best, self.data_error_level)
         candidates = []
         for r in runs:
             res = r["residuals"]
@@ -802,11 +809,21 @@ class INRTrainer:
             "data_residual": self.data_residual,
             "data_residual_definition": "||A x - y||_2 / ||y||_2 on the full data",
             "estimated_noise_level": self.noise_level,
+            "estimated_noise_level_definition": (
+                "white noise ||n|| / ||y||: the median absolute second difference along the "
+                "detector (objective.estimate_noise_level)"),
+            "estimated_inconsistency": self.inconsistency,
+            "estimated_inconsistency_definition": (
+                "relative error of the projection lines' totals, which a parallel beam keeps "
+                "equal at every angle: their spread over the angles beyond the white noise's "
+                "(0 where it does not apply: fan or cone beam, object wider than the detector)"),
+            "data_error_level": self.data_error_level,
             "loss_history": self.history.as_list(),
             "loss_history_columns": ["iteration", "loss", "data_residual", "tv_weight"],
             "discrepancy_target": self.discrepancy_target,
             "discrepancy_definition": ("the TV weight grows while ||A x - y|| / ||y|| is below "
-                                       "Discrepancy x estimated_noise_level, and falls back "
+                                       "Discrepancy x data_error_level (estimated_noise_level and "
+                                       "estimated_inconsistency in quadrature), and falls back "
                                        "towards TVWeight while above"),
             "tv_weight": self.tv_weight,
             "level_fit": {

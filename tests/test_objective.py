@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from astra_inr import AstraOperator
-from astra_inr.objective import DataFit, estimate_noise_level, estimate_peak, estimate_support
+from astra_inr.objective import (DataFit, conserves_projection_totals, estimate_inconsistency,
+                                 estimate_noise_level, estimate_peak, estimate_support)
 from conftest import make_problem, phantom
 
 
@@ -80,3 +81,35 @@ def test_data_fit_is_zero_at_the_data_and_refuses_a_floor_outside_zero_to_one():
     assert float(DataFit(y, "ramp", 0.05)(torch.zeros_like(y))) > 1.0
     with pytest.raises(ValueError, match="floor"):
         DataFit(y, "ramp", 1.5)
+
+
+def _drifted(y: torch.Tensor, spread: float, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """``y`` with each projection scaled by 1 + N(0, spread); and the factors' relative spread."""
+    factors = 1.0 + spread * np.random.default_rng(seed).standard_normal((y.shape[0], 1))
+    return y * torch.from_numpy(factors.astype(np.float32)), float(factors.std(ddof=1) / factors.mean())
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.02])
+def test_inconsistency_measures_projection_scale_errors_and_not_the_noise(noise):
+    prob = make_problem(n=64, n_angles=60, noise=noise)
+    op = AstraOperator.from_projector(prob.projector_id)
+    assert conserves_projection_totals(op)
+    y = torch.from_numpy(prob.sinogram)
+    assert estimate_inconsistency(y, op, estimate_noise_level(y)) == 0.0   # noise is not drift
+    for spread in (0.01, 0.05):
+        drifted, truth = _drifted(y, spread)
+        found = estimate_inconsistency(drifted, op, estimate_noise_level(drifted))
+        assert found == pytest.approx(truth, rel=0.15 if spread > noise else 0.5)
+
+
+def test_inconsistency_is_not_claimed_for_fan_beams_or_objects_wider_than_the_detector():
+    fan = make_problem(n=64, n_angles=60, kind="fanflat", projector="line_fanflat")
+    op = AstraOperator.from_projector(fan.projector_id)
+    assert not conserves_projection_totals(op)             # magnification varies over the field
+    drifted, _ = _drifted(torch.from_numpy(fan.sinogram), 0.05)
+    assert estimate_inconsistency(drifted, op, estimate_noise_level(drifted)) == 0.0
+    par = make_problem(n=64, n_angles=60, detector=64)
+    op = AstraOperator.from_projector(par.projector_id)
+    wide = op.forward(torch.ones(64, 64) + torch.from_numpy(par.image))   # fills the field
+    drifted, _ = _drifted(wide, 0.05)
+    assert estimate_inconsistency(drifted, op, estimate_noise_level(drifted)) == 0.0

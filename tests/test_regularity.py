@@ -168,7 +168,9 @@ def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
     fixed = _inr_report(noisy, 150, {**net, "Discrepancy": 0})
     adaptive = _inr_report(noisy, 150, {**net, "Discrepancy": 1.05})
     target = adaptive["discrepancy_target"]
-    assert target == pytest.approx(1.05 * adaptive["estimated_noise_level"])
+    assert adaptive["estimated_inconsistency"] == 0.0       # simulated: consistent projections
+    assert target == pytest.approx(1.05 * adaptive["data_error_level"])
+    assert adaptive["data_error_level"] == pytest.approx(adaptive["estimated_noise_level"])
     assert fixed["discrepancy_target"] == 0 and fixed["tv_weight"] == pytest.approx(0.1)
     # Without the rule the network fits below the noise; with it the weight grows.
     assert fixed["data_residual"] < target
@@ -187,6 +189,7 @@ def test_automatic_tv_weight_follows_the_estimated_noise_level():
     for noise in (0.0, 0.002, 0.03):
         rep = _inr_report(_ct_problem(noise), 2, net)
         assert rep["options"]["TVWeight"] == "auto"
+        assert rep["estimated_inconsistency"] == 0.0
         expected = min(max(12 * rep["estimated_noise_level"], 0.01), 0.1)
         assert rep["tv_weight_floor"] == pytest.approx(expected)
         assert rep["tv_weight"] == pytest.approx(expected)       # Discrepancy 0: fixed
@@ -197,3 +200,23 @@ def test_automatic_tv_weight_follows_the_estimated_noise_level():
     given = _inr_report(_ct_problem(0.03), 2, {**net, "TVWeight": 0.2})
     assert given["tv_weight_floor"] == 0.2
     assert given["tv_weight_floor_definition"] == "TVWeight as given"
+
+
+def test_projection_drift_raises_the_discrepancy_target_and_leaves_the_tv_floor():
+    pid, sino_id, vg = _ct_problem(0.002)
+    sino = astra.data2d.get(sino_id)
+    # Each projection scaled by its own factor, 4 % spread: a drifting source.
+    drift = 1.0 + 0.04 * np.random.default_rng(1).standard_normal((sino.shape[0], 1))
+    drifted = (pid, astra.data2d.create("-sino", astra.data2d.get_geometry(sino_id),
+                                        (sino * drift).astype(np.float32)), vg)
+    net = {"Width": 64, "Depth": 2, "Discrepancy": 1.05}
+    plain = _inr_report((pid, sino_id, vg), 2, net)
+    rep = _inr_report(drifted, 2, net)
+    inconsistency = rep["estimated_inconsistency"]
+    assert inconsistency == pytest.approx(np.std(drift, ddof=1) / np.mean(drift), rel=0.1)
+    assert rep["data_error_level"] == pytest.approx(
+        np.hypot(rep["estimated_noise_level"], inconsistency))
+    assert rep["discrepancy_target"] == pytest.approx(1.05 * rep["data_error_level"])
+    assert rep["discrepancy_target"] > 5 * plain["discrepancy_target"]
+    assert rep["tv_weight_floor"] == pytest.approx(
+        min(max(12 * rep["estimated_noise_level"], 0.01), 0.1))
