@@ -197,7 +197,7 @@ def conserves_projection_totals(operator, tolerance: float = 0.01) -> bool:
     width = 0.05 * min(rows, cols)
     blob = torch.exp(-(r * r + c * c) / (2.0 * width * width))
     blob = blob.expand(shape).contiguous().to(operator.data_device)
-    totals = operator.forward(blob).double().sum(-1)            # (..., angles)
+    totals = operator.forward(blob).sum(-1, dtype=torch.float64)     # (..., angles)
     mean = totals.mean(-1, keepdim=True)
     if not bool((mean > 0).all()):
         return False
