@@ -101,8 +101,9 @@ class INRConfig:
         1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
         "data residual ||Ax - y|| / ||y|| falls below this times the data's error level "
         "estimated from the data (white noise and, for parallel beams, the spread of the "
-        "projections' totals over the angles; the network starts fitting noise) the TV weight grows, and it shrinks back "
-        "towards TVWeight while the residual is above (0: TVWeight fixed).", "nonneg")
+        "projections' totals over the angles; the network starts fitting noise) the TV weight "
+        "grows, and it shrinks back towards TVWeight while the residual is above (0: TVWeight "
+        "fixed).", "nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "

@@ -113,3 +113,19 @@ def test_inconsistency_is_not_claimed_for_fan_beams_or_objects_wider_than_the_de
     wide = op.forward(torch.ones(64, 64) + torch.from_numpy(par.image))   # fills the field
     drifted, _ = _drifted(wide, 0.05)
     assert estimate_inconsistency(drifted, op, estimate_noise_level(drifted)) == 0.0
+
+
+def test_inconsistency_of_a_parallel3d_volume_slice_by_slice():
+    vg = astra.create_vol_geom(48, 48, 4)
+    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, 4, 72,
+                                np.linspace(0, np.pi, 40, endpoint=False))
+    op = AstraOperator.create(vg, pg)            # without a GPU: 2D projectors per slice
+    volume = torch.from_numpy(np.repeat(phantom(48)[None], 4, axis=0)).to(op.data_device)
+    y = op.forward(volume)                                   # (rows, angles, columns)
+    assert conserves_projection_totals(op)
+    assert estimate_inconsistency(y, op, estimate_noise_level(y)) == 0.0
+    factors = 1.0 + 0.03 * np.random.default_rng(2).standard_normal((1, 40, 1))
+    drifted = y * torch.from_numpy(factors.astype(np.float32)).to(y.device)
+    truth = float(factors.std(ddof=1) / factors.mean())
+    assert estimate_inconsistency(drifted, op, estimate_noise_level(drifted)) == pytest.approx(
+        truth, rel=0.1)
