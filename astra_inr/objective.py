@@ -246,7 +246,7 @@ def estimate_inconsistency(y: torch.Tensor, operator, noise_level: float,
     if float(clear.double().mean()) < clear_share or not conserves_projection_totals(operator):
         return 0.0
     totals = y.sum(-1, dtype=torch.float64).reshape(-1, n_angles)     # (rows, angles)
-    spread = totals.var(-1, unbiased=True).sum()
+    spread = totals.var(-1, correction=1).sum()
     level = (totals.mean(-1) ** 2).sum()
     if float(level) <= 0.0:
         return 0.0
