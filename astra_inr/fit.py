@@ -816,7 +816,7 @@ class INRTrainer:
             "estimated_inconsistency_definition": (
                 "relative error of the projection lines' totals, which a parallel beam keeps "
                 "equal at every angle: their spread over the angles beyond the white noise's "
-                "(0 where it does not apply: fan or cone beam, object wider than the detector)"),
+                "(0 where it does not apply: fan or cone beam, object reaching past the detector)"),
             "data_error_level": self.data_error_level,
             "loss_history": self.history.as_list(),
             "loss_history_columns": ["iteration", "loss", "data_residual", "tv_weight"],
