@@ -158,6 +158,15 @@ def clamp_inward(x: torch.Tensor, lo: float | None, hi: float | None) -> torch.T
     return _ClampInward.apply(x, lo, hi)
 
 
+def _rms(y: torch.Tensor) -> float:
+    """Root mean square of ``y``, accumulated in float64 without a float64 copy of it.
+
+    Converts between a relative noise level ||n|| / ||y|| and the noise
+    standard deviation per sample: ``sigma = level * _rms(y)``.
+    """
+    return float(torch.linalg.vector_norm(y, dtype=torch.float64)) / math.sqrt(max(y.numel(), 1))
+
+
 def estimate_noise_level(y: torch.Tensor) -> float:
     """Relative noise ||n|| / ||y|| of projection data, estimated from the data alone.
 
@@ -175,7 +184,7 @@ def estimate_noise_level(y: torch.Tensor) -> float:
         raise ValueError("need at least 3 detector columns to estimate the noise level")
     d = y[..., 2:] - 2.0 * y[..., 1:-1] + y[..., :-2]
     sigma = float(d.abs().median()) / 0.6745 / math.sqrt(6.0)
-    return sigma * math.sqrt(y.numel()) / max(float(y.double().norm()), 1e-30)
+    return sigma / max(_rms(y), 1e-30)
 
 
 def conserves_projection_totals(operator, tolerance: float = 0.01) -> bool:
@@ -244,8 +253,7 @@ def estimate_inconsistency(y: torch.Tensor, operator, noise_level: float,
         return 0.0
     # Reductions accumulate in float64 without a float64 copy of the projections
     # (GBs for a large 3D scan on the GPU).
-    sigma = (noise_level * float(torch.linalg.vector_norm(y, dtype=torch.float64))
-             / math.sqrt(y.numel()))
+    sigma = noise_level * _rms(y)
     k = max(2, int(round(edge_fraction * n_cols)))
     ends = torch.maximum(y[..., :k].sum(-1, dtype=torch.float64).abs(),
                          y[..., -k:].sum(-1, dtype=torch.float64).abs()) / k
@@ -357,7 +365,7 @@ def estimate_support(y: torch.Tensor, operator, noise_level: float, threshold: f
     torch.Tensor
         bool, the operator's volume shape, True where matter may be.
     """
-    sigma = noise_level * float(y.double().norm()) / math.sqrt(y.numel())
+    sigma = noise_level * _rms(y)
     # Averaged over `smooth` neighbouring elements the noise falls by sqrt(smooth), so
     # faint matter at the shadow's edge is found, and the shadow only widens.
     smooth = 9
