@@ -129,6 +129,12 @@ class INRConfig:
         "auto", "MatmulPrecision", "Matrix products of the network: 'float32', 'tf32' "
         "(tensor cores, 10-bit mantissa inputs) or 'bf16' (autocast); 'auto' is tf32 on a GPU "
         "and float32 on the CPU.", "choice", ("auto", "float32", "tf32", "bf16"))
+    cuda_graphs: bool = _opt(
+        True, "CudaGraphs", "On a GPU, replay the network's passes and the loss of each "
+        "training step as CUDA graphs (a small problem's step is otherwise bound by the cost of "
+        "launching its many small kernels).  Used where a step is one chunk of points; not with "
+        "MatmulPrecision bf16 or parameter regularisers; the report says whether it was used.",
+        "bool")
     chunk_points: int = _opt(0, "ChunkPoints", "Voxels evaluated per network pass; bounds "
                              "memory for large volumes (0: automatic).", "nonneg_int")
     verbose: bool = _opt(False, "Verbose", "Print progress lines while training.", "bool")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,9 +38,10 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import (DataFit, clamp_inward, estimate_inconsistency, estimate_noise_level,
-                        estimate_peak, estimate_support, total_variation)
+from .objective import (DataFit, estimate_inconsistency, estimate_noise_level, estimate_peak,
+                        estimate_support)
 from .operator import AstraOperator, project
+from .passes import LossPass, RenderPass, constrained_image, graph_passes
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
 
@@ -225,10 +227,8 @@ class INRField:
 
         ``slices``: the image is those slices (first axis) of the grid (a slab).
         """
-        image = clamp_inward(self.image_scale * output.view(shape), self.min_constraint,
-                             self.max_constraint)
-        support = self._support_for(tuple(shape), slices)
-        return image if support is None else image * support
+        return constrained_image(output, shape, self.image_scale, self.min_constraint,
+                                 self.max_constraint, self._support_for(tuple(shape), slices))
 
     def _support_for(self, shape: tuple[int, ...], slices: slice | None) -> torch.Tensor | None:
         if self.support is None:
@@ -336,6 +336,7 @@ class INRTrainer:
         self.y = y
         self.data_fit = DataFit(y, config.data_weighting, config.ramp_floor)
         self.y_norm = float(y.double().norm())
+        self._y_norm_t = torch.tensor(self.y_norm, dtype=torch.float32, device=self.device)
         # ||y||^2 per entry of the first axis (detector rows in 3D), so the training
         # loop's relative residual of a slab needs no pass over the data.
         self._y_energy = (y.double() ** 2).flatten(1).sum(1) if y.dim() == 3 else None
@@ -379,6 +380,10 @@ class INRTrainer:
         self.matmul_precision = (("tf32" if self.device.type == "cuda" else "float32")
                                  if config.matmul_precision == "auto" else config.matmul_precision)
         self._slab_rng = torch.Generator().manual_seed(config.seed)
+        #: Whether training steps replayed CUDA graphs (see :mod:`astra_inr.passes`).
+        self.graphed_steps = False
+        self._graph_failure: str | None = None
+        self._chunked_steps: str | None = None
         self._plan_slabs()
         budget = (int(_GPU_CHUNK_FRACTION * torch.cuda.get_device_properties(self.device).total_memory)
                   if self.device.type == "cuda" else _CPU_CHUNK_BYTES)
@@ -414,6 +419,8 @@ class INRTrainer:
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
         self._pending_regularity: list[tuple[int, torch.Tensor]] = []
+        # Training passes of this network by step shape (CUDA graphs hold its parameters).
+        self._passes: dict[tuple[int, ...], tuple[Callable, Callable]] = {}
 
     @property
     def scale(self) -> float | None:
@@ -459,12 +466,6 @@ class INRTrainer:
             terms.append(c.regulariser_weight * regularity.generalized_weight_decay(
                 net, samples, self._window_volume()))
         return sum(terms) if terms else None
-
-    def _image_penalty(self, image: torch.Tensor) -> torch.Tensor | float:
-        """TV weight x mean total variation of the (dimensionless) image."""
-        if self.tv_floor == 0:
-            return 0.0
-        return (self.tv_floor * self._tv_factor) * total_variation(image / self.mean_scale)
 
     @property
     def tv_weight(self) -> float:
@@ -556,24 +557,35 @@ class INRTrainer:
             shape = (self.slice_batch, *self.grid.shape[1:])
             operator, points = self._slab_op, slice(first * plane, (first + self.slice_batch) * plane)
         coords = self._training_coords(points)
-        chunks = self.field.chunks(coords.shape[0])
+        y, wy, norm = self.data_fit.targets(rows)
+        # ||y|| of the data seen this step (a slab of empty rows: no division by 0).
+        y_norm = (self._y_norm_t if rows is None
+                  else self._y_energy[rows].sum().sqrt().float().clamp_min(1e-30))
+        support = None if self.support is None else (
+            self.support if rows is None else self.support[rows])
+        render_args = (coords,) if support is None else (coords, support)
+        targets = (y, wy, y_norm, self._tv_factor)
         with self._precision():
-            if len(chunks) == 1:
-                image = self.field.to_image(self.network(coords).float(), shape, rows)
+            if coords.shape[0] <= self.field.chunk_points:
+                render, loss_pass = self._passes_for(shape, operator, norm, render_args, targets)
+                image = render(*render_args)
                 proj = project(image, operator)
-                loss = self.data_fit(proj, rows) + self._image_penalty(image)
+                loss, residual = loss_pass(proj, image, *targets)
                 reg = self._regularisation()
                 total = loss if reg is None else loss + reg
                 total.backward()
             else:
                 # Render without autograd, take dL/d(output) once, then backpropagate chunk by chunk.
+                self._chunked_steps = (f"steps of {coords.shape[0]} points run in chunks of "
+                                       f"{self.field.chunk_points} (ChunkPoints)")
                 leaf = self.field.evaluate(coords).float().requires_grad_(True)
                 image = self.field.to_image(leaf, shape, rows)
                 proj = project(image, operator)
-                loss = self.data_fit(proj, rows) + self._image_penalty(image)
+                loss, residual = LossPass(self.data_fit, norm, self.tv_floor,
+                                          self.mean_scale)(proj, image, *targets)
                 loss.backward()
                 grad = leaf.grad
-                for s in chunks:
+                for s in self.field.chunks(coords.shape[0]):
                     self.network(coords[s]).float().backward(grad[s])
                 reg = self._regularisation()
                 total = loss if reg is None else loss + reg
@@ -581,14 +593,50 @@ class INRTrainer:
                     reg.backward()
         self.optimizer.step()
         self._image = None
-        with torch.no_grad():
-            y = self.y if rows is None else self.y[rows]
-            # ||y|| of the data seen this step (a slab of empty rows: no division by 0).
-            y_norm = (self.y_norm if rows is None
-                      else self._y_energy[rows].sum().sqrt().float().clamp_min(1e-30))
-            residual = (proj.detach() - y).norm() / y_norm
+        # A graphed pass returns every output as differentiable: cut the residual's history, or
+        # the TV factor computed from it would chain each step's graph to the next.
+        residual = residual.detach()
         self._adapt_tv(residual)
         return total.detach(), residual
+
+    def _graphs_unusable(self) -> str | None:
+        """Why the training passes are not captured as CUDA graphs (None: they are)."""
+        c = self.config
+        if not c.cuda_graphs:
+            return "CudaGraphs is off"
+        if self.device.type != "cuda":
+            return "not on a GPU"
+        if self.matmul_precision == "bf16":
+            return "MatmulPrecision bf16 (autocast) is not captured"
+        if (c.path_norm_weight > 0 or c.weight_decay > 0
+                or (c.regulariser != "none" and c.regulariser_weight > 0)):
+            return "parameter regularisers are computed outside the graphs"
+        return self._graph_failure
+
+    def _passes_for(self, shape: tuple[int, ...], operator: AstraOperator, norm: float,
+                    render_args: tuple[torch.Tensor, ...],
+                    targets: tuple[torch.Tensor, ...]) -> tuple[Callable, Callable]:
+        """The render and loss passes of a one-chunk step of ``shape``, as CUDA graphs where
+        they can be (captured at the first step of each shape of each network)."""
+        if shape in self._passes:
+            return self._passes[shape]
+        render = RenderPass(self.network, shape, self.image_scale, self.config.min_constraint,
+                            self.config.max_constraint)
+        loss = LossPass(self.data_fit, norm, self.tv_floor, self.mean_scale)
+        passes: tuple[Callable, Callable] = (render, loss)
+        if self._graphs_unusable() is None:
+            sample_proj = torch.zeros(operator.proj_shape, device=self.device, requires_grad=True)
+            sample_image = torch.zeros(shape, device=self.device, requires_grad=True)
+            try:
+                passes = graph_passes(render, loss, render_args,
+                                      (sample_proj, sample_image, *targets))
+                self.graphed_steps = True
+            except Exception as exc:  # an unsupported op or driver: the eager passes still work
+                self._graph_failure = f"capture failed ({type(exc).__name__}: {exc})"[:300]
+                warnings.warn(f"CUDA graphs not used: {self._graph_failure}", RuntimeWarning,
+                              stacklevel=4)
+        self._passes[shape] = passes
+        return passes
 
     def _precision(self):
         """Context for the network passes: TF32 or bf16 matrix products where asked for."""
@@ -863,6 +911,10 @@ class INRTrainer:
             "chunk_points": self.chunk_points,
             "slice_batch": self.slice_batch,
             "matmul_precision": self.matmul_precision,
+            "cuda_graphs": {"used": self.graphed_steps,
+                            "not_used_because": None if self.graphed_steps
+                            else self._graphs_unusable() or self._chunked_steps
+                            or "no training step yet"},
             "options": c.to_options(),
             "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
                              "Regulariser": c.regulariser,

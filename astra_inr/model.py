@@ -147,12 +147,28 @@ class _Kernels:
 _KERNELS = _Kernels()
 
 
+_SCALE_TENSORS: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _scale_tensor(c: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The scale c as a 0-d tensor on ``device``, made once per (c, dtype, device).
+
+    Made once because copying a Python number to the GPU synchronises the
+    stream, which a CUDA graph capture of the network forbids (the capture
+    runs after warm-up calls that create it).
+    """
+    key = (c, dtype, device)
+    if key not in _SCALE_TENSORS:
+        _SCALE_TENSORS[key] = torch.tensor(c, dtype=dtype, device=device)
+    return _SCALE_TENSORS[key]
+
+
 class _BWReLUFunction(torch.autograd.Function):
     """psi(c u) with a backward pass that keeps only the pre-activation u."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor, c: float) -> torch.Tensor:  # type: ignore[override]
-        c_t = torch.tensor(float(c), dtype=u.dtype, device=u.device)
+        c_t = _scale_tensor(float(c), u.dtype, u.device)
         ctx.save_for_backward(u, c_t)
         return _KERNELS.get(u.device.type)[0](u, c_t)
 

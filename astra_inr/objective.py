@@ -124,9 +124,19 @@ class DataFit:
         slab losses of an epoch add up to the full loss (and slabs of empty
         slices, whose data are zero, need no special case).
         """
-        y = self.y if rows is None else self.y[rows]
-        wy = self._wy if rows is None else self._wy[rows]
-        norm = self._norm if rows is None else self._norm * y.shape[0] / self.y.shape[0]
+        return self.term(projections, *self.targets(rows))
+
+    def targets(self, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(y, W y, normalisation)`` of the whole data or of detector rows ``rows``."""
+        if rows is None:
+            return self.y, self._wy, self._norm
+        y = self.y[rows]
+        return y, self._wy[rows], self._norm * y.shape[0] / self.y.shape[0]
+
+    def term(self, projections: torch.Tensor, y: torch.Tensor, wy: torch.Tensor,
+             norm: float) -> torch.Tensor:
+        """``||W (projections - y)||^2 / norm`` given :meth:`targets` (tensors, not rows:
+        a captured CUDA graph reads its targets from fixed buffers)."""
         if self.weighting == "l2":
             return self._energy(projections - y) / norm
         return self._energy(self._weigh(projections) - wy) / norm
