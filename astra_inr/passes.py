@@ -22,6 +22,7 @@ network and one step shape.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -125,9 +126,21 @@ def graph_passes(render: RenderPass, loss: LossPass, render_args: tuple[torch.Te
     (render, loss) : callables with the same arguments, replaying the graphs.
         The render module itself is left untouched (its forward is not
         replaced), so the network is still usable on other shapes.
+
+    Notes
+    -----
+    One backward pass per step, with the gradients set to None before it:
+    the parameters' ``.grad`` may then be the graph's own output buffers
+    (PyTorch issue 181723), which the next replay overwrites, so gradients
+    must never be accumulated over several steps.
     """
     def clone(t: torch.Tensor) -> torch.Tensor:
         return t.detach().clone().requires_grad_(t.requires_grad)
+
+    # The warm-up runs on a side stream, so the parameters' gradient accumulators remember
+    # that stream and PyTorch warns at the first live backward; it costs one event wait and
+    # changes nothing (graphed and eager steps gave identical volumes on an H200).
+    warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
 
     wrapper = RenderPass(render.network, render.shape, render.image_scale, render.lo, render.hi)
     graphed_render, graphed_loss = torch.cuda.make_graphed_callables(
