@@ -156,3 +156,56 @@ def test_fit_level_is_skipped_where_a_bound_would_not_commute_with_the_factor():
         tr.run(5)
         assert tr.level_gains == [None]
         assert tr.report()["level_fit"]["gains"] == [None]
+
+
+def test_step_passes_equal_the_field_and_the_objective():
+    """The render pass is the field's image and the loss pass the data term plus TV, also for
+    a slab's rows and support (what a captured graph replays with new inputs)."""
+    from astra_inr.objective import total_variation
+    from astra_inr.passes import LossPass, RenderPass
+
+    vol, vg, pg, op, sino = _volume_problem()
+    tr = INRTrainer(INRConfig(**FAST, slice_batch=2, min_constraint=0.0, tv_weight=0.2), op, sino,
+                    volume_grid(vg))
+    tr.run(3)
+    rows, plane = slice(2, 4), 16 * 16
+    coords = tr.coords[2 * plane:4 * plane]
+    render = RenderPass(tr.network, (2, 16, 16), tr.image_scale, 0.0, None)
+    with torch.no_grad():
+        image = render(coords, tr.support[rows])
+        expected = tr.field.to_image(tr.field.evaluate(coords), (2, 16, 16), rows)
+        torch.testing.assert_close(image, expected)
+        proj = tr._slab_op.forward(image)
+        y, wy, norm = tr.data_fit.targets(rows)
+        factor = torch.tensor(3.0)
+        y_norm = y.norm()
+        loss, residual = LossPass(tr.data_fit, norm, 0.2, tr.mean_scale)(proj, image, y, wy,
+                                                                          y_norm, factor)
+    data_term = tr.data_fit(proj, rows)
+    torch.testing.assert_close(loss, data_term + 0.6 * total_variation(image / tr.mean_scale))
+    torch.testing.assert_close(residual, (proj - y).norm() / y_norm)
+
+
+def test_report_says_why_cuda_graphs_were_not_used():
+    prob = make_problem(n=24, n_angles=16)
+    tr = _trainer(prob)
+    assert tr.report()["cuda_graphs"] == {"used": False, "not_used_because": "not on a GPU"}
+    off = _trainer(prob, cuda_graphs=False)
+    assert off.report()["cuda_graphs"]["not_used_because"] == "CudaGraphs is off"
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and astra.use_cuda()),
+                    reason="CUDA graphs need a GPU visible to torch and ASTRA")
+def test_graphed_steps_equal_eager_steps_on_a_gpu():
+    """Same seed, same data, with and without graphs: the graphs replay the same kernels."""
+    vol, vg, pg, op, sino = _volume_problem(slices=4)
+    runs = []
+    for graphs in (False, True):
+        tr = INRTrainer(INRConfig(width=24, depth=2, min_constraint=0.0, slice_batch=2,
+                                  cuda_graphs=graphs), AstraOperator.create(vg, pg),
+                        sino.cuda(), volume_grid(vg))
+        tr.run(20)
+        runs.append((tr.image().cpu(), np.array(tr.history.as_list()), tr.graphed_steps))
+    assert runs[1][2] and not runs[0][2]
+    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
