@@ -10,12 +10,16 @@ Sections (each guarded: a failure is reported and the next runs):
 2. 3D ``cuda3d``: the CPU slice-by-slice operator against cuda3d's forward
    projection (same convention, rows flipped as DESIGN.md says), a parallel3d
    and a cone-beam INR through the plugin against SIRT3D_CUDA (orientation).
-3. Defaults sweep: INR with the scale c and TV weight varied on simulated
-   Shepp-Logan and real-CT cases against tuned FBP/SIRT/CGLS (GPU ASTRA).
-4. Speed: BW-ReLU vs ReLU, iteration vs matrix products, 2D 256x256 / 100
-   angles iterations per second in float32, TF32 and bf16 (with the PSNR each
-   reaches, to judge accuracy), the 3D 256^3 reconstruction against
-   SIRT3D_CUDA, and a 512^3 volume (memory).
+3. CUDA graphs: 200 training steps with and without them (2D with noise, 3D
+   in slabs), same seed: the volumes and residual histories must agree.
+4. Speed: BW-ReLU vs ReLU (eager and graphed), iteration vs matrix products,
+   2D 256x256 / 100 angles iterations per second without graphs and, with
+   them, in float32, TF32 and bf16 (with the PSNR each reaches, to judge
+   accuracy), the 3D 256^3 reconstruction against SIRT3D_CUDA, and a 512^3
+   volume (memory).
+5. Defaults check: INR's defaults against a fixed TV weight, a 0.1 floor and
+   1000 iterations on simulated Shepp-Logan and real-CT cases, beside tuned
+   FBP/SIRT/CGLS (GPU ASTRA).
 
 Writes ``gpu_check.json`` to ``--out`` (default ``$OUT`` or the current folder)
 and prints a summary table.
