@@ -7,13 +7,14 @@ discard warm-up runs (the first ones compile the BW-ReLU kernels).
 Rows:
 
 * :func:`activation_cost` -- forward+backward of the default network with
-  BW-ReLU against the same network with plain ReLU (same shapes, same run).
+  BW-ReLU against the same network with plain ReLU (same shapes, same run;
+  on a GPU also with both replayed as CUDA graphs, as training runs them).
 * :func:`matmul_floor` -- one training iteration of a 2D reconstruction
   against the forward+backward of the network's matrix products alone
   (activations replaced by the identity): the floor a CPU can reach.
 * :func:`training_speed_2d` -- iterations per second of the default INR on
-  an n x n image with a given number of angles, and the seconds a run of
-  the default length takes.
+  an n x n image with a given number of angles (on a GPU with and without
+  CUDA graphs), and the seconds a run of the default length takes.
 * :func:`volume_3d` -- a 3D parallel-beam reconstruction (GPU): INR until a
   time budget against SIRT3D_CUDA after 100 iterations, PSNR against the
   phantom, wall time and peak GPU memory.
