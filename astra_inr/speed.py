@@ -92,6 +92,8 @@ def activation_cost(device: str = "cpu", points: int = 65536, width: int = 300, 
     so that the launch cost of the kernels does not enter the ratio.
     """
     dev = torch.device(device)
+    if graphed and dev.type != "cuda":
+        raise ValueError(f"graphed=True needs a CUDA device (CUDA graphs), got {device!r}")
     x = torch.rand(points, 2, device=dev) * 2 - 1
     times = {}
     for act in ("bw_relu", "relu"):

@@ -249,7 +249,8 @@ def defaults_sweep(deadline: float, iterations: int = 500):
              ("sl256-100-n1", sl, 100, 0.01, None)]
     if ct is not None:
         cases += [("ct128-60-n1", ct, 60, 0.01, None), ("ct128-lim120-n1", ct, 60, 0.01, 120.0)]
-    configs = {"defaults": ({}, iterations), "fixed TV 0.1": ({"discrepancy": 0.0}, iterations),
+    configs = {"defaults": ({}, iterations),
+               "TV fixed at its floor": ({"discrepancy": 0.0}, iterations),
                "TV floor 0.1": ({"tv_weight": 0.1}, iterations),
                "defaults 1000 its": ({}, 2 * iterations)}
     out = {}
