@@ -122,9 +122,14 @@ class INRConfig:
         "consistent between voxel centres for render(upsample) at some cost in sharpness).",
         "unit_interval")
     slice_batch: int = _opt(
-        0, "SliceBatch", "3D parallel beam: slices per training iteration, a slab with its "
-        "detector rows, every slab once per epoch in random order (0: the whole volume up "
-        "to 2M voxels, else slabs of about 1M voxels).", "nonneg_int")
+        0, "SliceBatch", "3D parallel beam: slices per training iteration, with their "
+        "detector rows, every slice once per epoch (0: the whole volume up to 2M voxels, else "
+        "about 1M voxels per iteration).", "nonneg_int")
+    slice_sampling: str = _opt(
+        "random", "SliceSampling", "3D parallel beam with SliceBatch below the slice count: "
+        "which slices an iteration trains, 'random' (drawn over the whole volume, total "
+        "variation within slices) or 'contiguous' (a slab of neighbours, total variation also "
+        "across them).", "choice", ("random", "contiguous"))
     matmul_precision: str = _opt(
         "auto", "MatmulPrecision", "Matrix products of the network: 'float32', 'tf32' "
         "(tensor cores, 10-bit mantissa inputs) or 'bf16' (autocast); 'auto' is tf32 on a GPU "

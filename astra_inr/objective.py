@@ -116,7 +116,8 @@ class DataFit:
     def _energy(w: torch.Tensor) -> torch.Tensor:
         return (w.real ** 2 + w.imag ** 2).sum() if w.is_complex() else (w ** 2).sum()
 
-    def __call__(self, projections: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+    def __call__(self, projections: torch.Tensor,
+                 rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Loss of projections A x, differentiable.
 
         ``rows`` selects detector rows (the first axis) for a slab of slices;
@@ -126,8 +127,10 @@ class DataFit:
         """
         return self.term(projections, *self.targets(rows))
 
-    def targets(self, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``(y, W y, normalisation)`` of the whole data or of detector rows ``rows``."""
+    def targets(self, rows: slice | torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(y, W y, normalisation)`` of the whole data or of detector rows ``rows`` (a
+        range or indices)."""
         if rows is None:
             return self.y, self._wy, self._norm
         y = self.y[rows]
@@ -402,7 +405,8 @@ def estimate_support(y: torch.Tensor, operator, noise_level: float, threshold: f
     return empty_share < empty_fraction
 
 
-def total_variation(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+def total_variation(image: torch.Tensor, eps: float = 1e-3,
+                    slice_groups: int | None = None) -> torch.Tensor:
     """Mean isotropic total variation, sqrt(|grad f|^2 + eps^2) per voxel, differentiable.
 
     Parameters
@@ -413,9 +417,22 @@ def total_variation(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     eps : float
         Smoothing in the image's units, so the gradient stays finite in flat
         regions (the caller passes a dimensionless image of order 1).
+    slice_groups : int, optional
+        3D only: the slices are groups of this many neighbours, the groups
+        apart in the volume (a training batch of slices drawn over the whole
+        volume), so differences along the first axis are taken within each
+        group only; 1: no differences along it.  None: the slices are
+        consecutive.
     """
+    axes = list(range(image.dim()))
+    if slice_groups is not None and image.dim() == 3:
+        if slice_groups < 1 or image.shape[0] % slice_groups:
+            raise ValueError(f"{image.shape[0]} slices do not split into groups of {slice_groups}")
+        # (groups, slices per group, rows, cols): no differences across groups.
+        image = image.reshape(image.shape[0] // slice_groups, slice_groups, *image.shape[1:])
+        axes = [1, 2, 3] if slice_groups > 1 else [2, 3]
     sq = torch.zeros((), device=image.device, dtype=image.dtype)
-    for axis in range(image.dim()):
+    for axis in axes:
         diff = torch.diff(image, dim=axis, append=image.narrow(axis, image.shape[axis] - 1, 1))
         sq = sq + diff ** 2
     return torch.sqrt(sq + eps * eps).mean()

@@ -89,14 +89,18 @@ class LossPass:
         TVWeight; the weight in use is ``tv_floor * tv_factor``.
     mean_scale : float
         TV is taken of ``image / mean_scale`` (dimensionless).
+    tv_slice_groups : int, optional
+        A 3D batch's slices come in groups of this many neighbours
+        (``total_variation``'s ``slice_groups``); None: consecutive slices.
     """
 
     def __init__(self, data_fit: DataFit, norm: float, tv_floor: float,
-                 mean_scale: float) -> None:
+                 mean_scale: float, tv_slice_groups: int | None = None) -> None:
         self.data_fit = data_fit
         self.norm = float(norm)
         self.tv_floor = float(tv_floor)
         self.mean_scale = float(mean_scale)
+        self.tv_slice_groups = tv_slice_groups
 
     def __call__(self, proj: torch.Tensor, image: torch.Tensor, y: torch.Tensor,
                  wy: torch.Tensor, y_norm: torch.Tensor,
@@ -104,7 +108,8 @@ class LossPass:
         """Returns ``(loss, ||proj - y|| / y_norm)``; the loss is differentiable."""
         loss = self.data_fit.term(proj, y, wy, self.norm)
         if self.tv_floor > 0:
-            loss = loss + (self.tv_floor * tv_factor) * total_variation(image / self.mean_scale)
+            loss = loss + (self.tv_floor * tv_factor) * total_variation(
+                image / self.mean_scale, slice_groups=self.tv_slice_groups)
         residual = (proj.detach() - y).norm() / y_norm
         return loss, residual
 

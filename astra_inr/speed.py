@@ -22,6 +22,7 @@ Rows:
 
 from __future__ import annotations
 
+import gc
 import platform
 import time
 from typing import Any, Callable
@@ -168,7 +169,8 @@ def volume_3d(n: int = 256, n_angles: int = 256, seconds: float = 100.0, noise: 
     The sinogram is the cuda3d projection of the phantom plus Gaussian noise
     (``noise`` x its maximum).  SIRT3D_CUDA runs ``sirt_iterations`` from
     zero (non-negative).  The INR trains with its defaults (slabs of slices)
-    until ``seconds`` of wall time, evaluated every ``eval_every`` seconds.
+    for as many iterations as fit in ``seconds`` of wall time (one run, timed on a
+    probe trainer first), evaluated about every ``eval_every`` seconds.
     """
     if not astra.use_cuda():
         raise RuntimeError("volume_3d needs ASTRA's CUDA projectors")
@@ -198,24 +200,47 @@ def volume_3d(n: int = 256, n_angles: int = 256, seconds: float = 100.0, noise: 
     sirt_psnr = psnr(sirt, phantom)
 
     config = INRConfig(**{"min_constraint": 0.0, **(options or {})})
+    # One run, so one learning-rate schedule (each run() decays to its end): its length is
+    # the time budget over the step time of a probe trainer (warm-up and capture excluded).
+    probe = INRTrainer(config, op, sino, volume_grid(vg))
+    stamps: list[float] = []
+
+    def stamp(info: Any) -> None:
+        _sync(dev)
+        stamps.append(time.perf_counter())
+
+    probe.run(60, callback=stamp, callback_every=10)
+    step_s = (stamps[-1] - stamps[0]) / 50
+    del probe
+    gc.collect()                    # its CUDA graphs' memory pools go with it
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(dev)
+    evals = max(1, int(seconds / eval_every))
+    iterations = max(evals, int(0.95 * seconds / step_s))
     trainer = INRTrainer(config, op, sino, volume_grid(vg))
     curve = []
-    t0 = time.perf_counter()
-    step = 200
-    while time.perf_counter() - t0 < seconds:
-        trainer.run(step)
+
+    def record(info: Any) -> None:
         _sync(dev)
         elapsed = time.perf_counter() - t0
         value = psnr(trainer.image().cpu().numpy(), phantom)
-        curve.append([trainer.total_iterations, round(elapsed, 2), round(value, 3)])
-        step = max(50, int(step * eval_every / max(elapsed / len(curve), 1e-3)))
-    inr_seconds = time.perf_counter() - t0
+        curve.append([trainer.total_iterations + info.iteration, round(elapsed, 2), round(value, 3)])
+
+    t0 = time.perf_counter()
+    trainer.run(iterations, callback=record, callback_every=max(1, iterations // evals))
+    _sync(dev)
+    inr_seconds = time.perf_counter() - t0          # the evaluations in the run included
+    # The last point after run() (FitLevel applies at its end).
+    curve = [c for c in curve if c[0] < iterations]
+    curve.append([iterations, round(inr_seconds, 2),
+                  round(psnr(trainer.image().cpu().numpy(), phantom), 3)])
     reached = next((c[1] for c in curve if c[2] >= sirt_psnr), None)
     op.close()
     return {"row": f"3D parallel beam {n}^3, {n_angles} angles", "device": machine(dev),
             "noise": noise, "sirt3d_iterations": sirt_iterations, "sirt3d_psnr": sirt_psnr,
             "sirt3d_s": sirt_seconds, "inr_psnr": curve[-1][2], "inr_s": inr_seconds,
             "inr_iterations": trainer.total_iterations, "inr_slice_batch": trainer.slice_batch,
+            "inr_slice_sampling": trainer.config.slice_sampling,
             "inr_cuda_graphs": trainer.graphed_steps,
             "inr_seconds_to_reach_sirt_psnr": reached, "psnr_curve": curve,
             "peak_gpu_memory_gb": (_peak_gpu_bytes(dev) or 0) / 2**30,

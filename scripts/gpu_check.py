@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One prepared run on a GPU machine: correctness of the CUDA paths, then every GPU speed row.
 
-    python scripts/gpu_check.py [--out DIR] [--budget 420]
+    python scripts/gpu_check.py [--out DIR] [--budget 420] [--sections 2d,3d,...]
 
 Sections (each guarded: a failure is reported and the next runs):
 
@@ -15,11 +15,13 @@ Sections (each guarded: a failure is reported and the next runs):
 4. Speed: BW-ReLU vs ReLU (eager and graphed), iteration vs matrix products,
    2D 256x256 / 100 angles iterations per second without graphs and, with
    them, in float32, TF32 and bf16 (with the PSNR each reaches, to judge
-   accuracy), the 3D 256^3 reconstruction against SIRT3D_CUDA, and a 512^3
-   volume (memory).
+   accuracy), the 3D 256^3 reconstruction against SIRT3D_CUDA (slices drawn at
+   random, then, time allowing, contiguous slabs), and a 512^3 volume (memory).
 5. Defaults check: INR's defaults against a fixed TV weight, a 0.1 floor and
    1000 iterations on simulated Shepp-Logan and real-CT cases, beside tuned
    FBP/SIRT/CGLS (GPU ASTRA).
+6. Only when asked (``--sections 3d-variants``): the 256^3 row at the defaults,
+   with contiguous slabs and with learning rate 2e-3, 100 s each.
 
 Writes ``gpu_check.json`` to ``--out`` (default ``$OUT`` or the current folder)
 and prints a summary table.
@@ -225,7 +227,13 @@ def speed(budget_3d: float):
                         "clean data)", **quality})
     remaining = budget_3d - (time.perf_counter() - START)
     if remaining > 60:
-        rows.append(volume_3d(256, 256, seconds=min(100.0, remaining - 20)))
+        seconds = min(100.0, remaining - 20)
+        rows.append(volume_3d(256, 256, seconds=seconds))
+        print(json.dumps(rows[-1]), flush=True)
+        # The former batches (slabs of neighbouring slices) on the same budget, for comparison.
+        if budget_3d - (time.perf_counter() - START) > seconds + 40:
+            rows.append(volume_3d(256, 256, seconds=seconds,
+                                  options={"slice_sampling": "contiguous"}))
     return {"rows": rows}
 
 
@@ -274,6 +282,26 @@ def defaults_sweep(deadline: float, iterations: int = 500):
     return {"iterations": iterations, "cases": out}
 
 
+@section("3D training variants: 256^3 against SIRT3D_CUDA on the same budget")
+def volume_3d_variants(deadline: float, seconds: float = 100.0):
+    """The 3D row at the defaults and with one change each: contiguous slabs (the former
+    batches) and learning rate 2e-3 (better for batches of slices on a 64^3 CPU study)."""
+    variants = {"defaults": {}, "SliceSampling contiguous": {"slice_sampling": "contiguous"},
+                "LearningRate 2e-3": {"learning_rate": 2e-3}}
+    out = {}
+    for label, options in variants.items():
+        if time.perf_counter() - START + seconds + 25 > deadline:
+            out[label] = "skipped: out of time"
+            continue
+        row = volume_3d(256, 256, seconds=seconds, options=options)
+        out[label] = {k: row[k] for k in ("sirt3d_psnr", "inr_psnr", "inr_s", "inr_iterations",
+                                          "inr_slice_batch", "inr_slice_sampling",
+                                          "inr_seconds_to_reach_sirt_psnr", "peak_gpu_memory_gb",
+                                          "psnr_curve")}
+        print(label, json.dumps(out[label]), flush=True)
+    return out
+
+
 @section("512^3 volume on one GPU (memory)")
 def big_volume():
     n = 512
@@ -298,12 +326,27 @@ def big_volume():
             "device_used_gb_at_end": (total - free) / 2**30, "device_total_gb": total / 2**30}
 
 
+#: Section name -> how main() runs it within the budget, in this order.
+SECTIONS = {"2d": lambda budget: check_2d(), "3d": lambda budget: check_3d(),
+            "graphs": lambda budget: check_graphs(), "speed": lambda budget: speed(budget - 170),
+            "big": lambda budget: big_volume(),
+            "defaults": lambda budget: defaults_sweep(deadline=budget - 25),
+            "3d-variants": lambda budget: volume_3d_variants(deadline=budget)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     ap.add_argument("--budget", type=float, default=530.0,
                     help="seconds after which optional sections are skipped")
+    ap.add_argument("--sections", default="2d,3d,graphs,speed,big,defaults",
+                    help="comma-separated sections to run, of 2d, 3d, graphs, speed, big, "
+                         "defaults and 3d-variants (not run by default: about 6 minutes)")
     args = ap.parse_args()
+    wanted = set(args.sections.split(","))
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     global OUT_DIR
     OUT_DIR = args.out
     RESULTS.update(device=machine("cuda") if torch.cuda.is_available() else "no GPU",
@@ -312,12 +355,9 @@ def main() -> None:
     print(json.dumps({k: v for k, v in RESULTS.items() if k != "sections"}), flush=True)
     if not (torch.cuda.is_available() and astra.use_cuda()):
         raise SystemExit("gpu_check needs a CUDA GPU visible to torch and to ASTRA")
-    check_2d()
-    check_3d()
-    check_graphs()
-    speed(args.budget - 170)
-    big_volume()
-    defaults_sweep(deadline=args.budget - 25)
+    for name in SECTIONS:
+        if name in wanted:
+            SECTIONS[name](args.budget)
     RESULTS["total_seconds"] = time.perf_counter() - START
     save()
     print("\n== summary")

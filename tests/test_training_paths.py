@@ -44,15 +44,33 @@ def test_slabs_of_slices_cover_the_volume_once_per_epoch():
     vol, vg, pg, op, sino = _volume_problem()
     tr = INRTrainer(INRConfig(**FAST, slice_batch=2), op, sino, volume_grid(vg))
     assert tr.slice_batch == 2 and tr._slab_op is not None
-    firsts = [tr._next_slab() for _ in range(6)]
-    assert sorted(firsts[:3]) == [0, 2, 4] and sorted(firsts[3:]) == [0, 2, 4]
+    batches = [tr._next_slab().tolist() for _ in range(30)]
+    for epoch in range(10):
+        dealt = batches[3 * epoch:3 * epoch + 3]
+        assert sorted(k for b in dealt for k in b) == list(range(6))
+        assert all(b == sorted(b) for b in dealt)
+    # Drawn over the whole volume, not only neighbours.
+    assert any(b[1] - b[0] > 1 for b in batches)
     tr.run(150)
     rep = tr.report()
-    assert rep["slice_batch"] == 2
+    assert rep["slice_batch"] == 2 and rep["slice_sampling"] == "random"
     assert rep["data_residual"] < 0.2
     rec = tr.image().numpy()
     for k in range(vol.shape[0]):
         assert np.corrcoef(rec[k].ravel(), vol[k].ravel())[0, 1] > 0.8
+
+
+def test_contiguous_slabs_are_neighbours_once_per_epoch():
+    vol, vg, pg, op, sino = _volume_problem()
+    tr = INRTrainer(INRConfig(**FAST, slice_batch=2, slice_sampling="contiguous"), op, sino,
+                    volume_grid(vg))
+    firsts = [tr._next_slab().tolist() for _ in range(6)]
+    assert all(b[1] == b[0] + 1 for b in firsts)
+    assert sorted(b[0] for b in firsts[:3]) == [0, 2, 4] == sorted(b[0] for b in firsts[3:])
+    tr.run(20)
+    assert tr.report()["slice_sampling"] == "contiguous"
+    whole = INRTrainer(INRConfig(**FAST), op, sino, volume_grid(vg))
+    assert whole.report()["slice_sampling"] is None        # whole volume per step
 
 
 def test_support_mask_holds_carved_voxels_at_zero_in_slabs_and_renders():
@@ -109,6 +127,22 @@ def test_tv_weight_lowers_the_total_variation_and_is_reported():
     tv = [float(total_variation(t.image() / t.image_scale)) for t in (plain, smooth)]
     assert tv[1] < 0.8 * tv[0]
     assert smooth.report()["regularisers"]["TVWeight"] == 0.3
+
+
+def test_total_variation_within_slice_groups():
+    """A batch of slices drawn apart: differences along the first axis only within groups."""
+    from astra_inr.objective import total_variation
+
+    x = torch.rand(6, 5, 7)
+    torch.testing.assert_close(total_variation(x, slice_groups=6), total_variation(x))
+    pairs = torch.stack([total_variation(x[k:k + 2]) for k in (0, 2, 4)]).mean()
+    torch.testing.assert_close(total_variation(x, slice_groups=2), pairs)
+    singles = torch.stack([total_variation(x[k]) for k in range(6)]).mean()
+    torch.testing.assert_close(total_variation(x, slice_groups=1), singles)
+    img = torch.rand(5, 7)
+    torch.testing.assert_close(total_variation(img, slice_groups=1), total_variation(img))
+    with pytest.raises(ValueError, match="groups of 4"):
+        total_variation(x, slice_groups=4)
 
 
 def test_total_variation_of_known_images():
@@ -168,8 +202,10 @@ def test_step_passes_equal_the_field_and_the_objective():
     tr = INRTrainer(INRConfig(**FAST, slice_batch=2, min_constraint=0.0, tv_weight=0.2), op, sino,
                     volume_grid(vg))
     tr.run(3)
-    rows, plane = slice(2, 4), 16 * 16
-    coords = tr.coords[2 * plane:4 * plane]
+    # Slices 1 and 4 with their detector rows: a batch drawn apart (SliceSampling 'random').
+    rows, plane = torch.tensor([1, 4]), 16 * 16
+    coords = tr.coords[(rows[:, None] * plane + torch.arange(plane)).view(-1)]
+    assert tr._tv_slice_groups == 1
     render = RenderPass(tr.network, (2, 16, 16), tr.image_scale, 0.0, None)
     with torch.no_grad():
         image = render(coords, tr.support[rows])
@@ -179,10 +215,12 @@ def test_step_passes_equal_the_field_and_the_objective():
         y, wy, norm = tr.data_fit.targets(rows)
         factor = torch.tensor(3.0)
         y_norm = y.norm()
-        loss, residual = LossPass(tr.data_fit, norm, 0.2, tr.mean_scale)(proj, image, y, wy,
-                                                                          y_norm, factor)
+        loss, residual = LossPass(tr.data_fit, norm, 0.2, tr.mean_scale, 1)(proj, image, y, wy,
+                                                                             y_norm, factor)
+    torch.testing.assert_close(y, sino[[1, 4]])
     data_term = tr.data_fit(proj, rows)
-    torch.testing.assert_close(loss, data_term + 0.6 * total_variation(image / tr.mean_scale))
+    torch.testing.assert_close(loss, data_term + 0.6 * (
+        total_variation(image[0] / tr.mean_scale) + total_variation(image[1] / tr.mean_scale)) / 2)
     torch.testing.assert_close(residual, (proj - y).norm() / y_norm)
 
 
