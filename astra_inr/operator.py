@@ -172,12 +172,14 @@ class AstraOperator:
                    (n_slices, angles, dets), two_d.cuda, True, flip_rows=False)
 
     def slab(self, n_slices: int, gpu_index: int | None = None) -> "AstraOperator":
-        """An operator for any ``n_slices`` consecutive slices and their detector rows.
+        """An operator for any ``n_slices`` slices and their detector rows.
 
         Valid for stacks of 2D problems and for ``parallel3d`` with one
-        detector row per slice: rays run within slices, so every slab of the
-        same thickness projects alike whatever its height, and one projector
-        serves all slab positions.  Feed it ``vol[k:k+n]`` and ``proj[k:k+n]``.
+        detector row per slice: rays run within slices, so each slice projects
+        onto its own row alone, whatever its height and whichever slices are
+        stacked with it, and one projector serves every batch of ``n_slices``.
+        Feed it ``vol[idx]`` and ``proj[idx]`` for the same indices (e.g.
+        ``k:k+n``, or slices drawn apart).
 
         Raises
         ------

@@ -146,6 +146,11 @@ def check_3d():
     out["slab_rel_diff"] = float(max(
         np.linalg.norm(slab.forward(x[k:k + 2].contiguous().cuda()).cpu().numpy() - p_gpu[k:k + 2])
         / np.linalg.norm(p_gpu[k:k + 2]) for k in range(0, s, 2)))
+    # Slices drawn apart (SliceSampling 'random'): each must still land on its own row alone.
+    apart = [0, s // 2 + 1]
+    out["slab_rel_diff_slices_apart"] = float(
+        np.linalg.norm(slab.forward(x[apart].contiguous().cuda()).cpu().numpy() - p_gpu[apart])
+        / np.linalg.norm(p_gpu[apart]))
     for kind, geom in (("parallel3d", pg),
                        ("cone", astra.create_proj_geom("cone", 1.0, 1.0, 24, 112, angles, 400.0, 100.0))):
         sid = astra.data3d.create("-sino", geom, 0)

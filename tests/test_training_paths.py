@@ -104,6 +104,9 @@ def test_slab_operator_projects_like_the_whole_volume():
     for first in (0, 2, 4):
         np.testing.assert_allclose(slab.forward(x[first:first + 2].contiguous()).numpy(),
                                    sino[first:first + 2].numpy(), rtol=1e-5, atol=1e-5)
+    for apart in ([0, 3], [1, 5]):              # slices drawn apart (SliceSampling 'random')
+        np.testing.assert_allclose(slab.forward(x[apart].contiguous()).numpy(),
+                                   sino[apart].numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bf16"])
