@@ -44,8 +44,10 @@ class INRConfig:
     activation: str = _opt("bw_relu", "Activation", "Hidden activation: 'bw_relu' (the "
                            "B-spline wavelet of ReLUs) or 'relu' (for comparison).", "choice",
                            ("bw_relu", "relu"))
-    learning_rate: float = _opt(5e-3, "LearningRate", "Adam step size at the start of each run.",
-                                "positive")
+    learning_rate: float | str = _opt(
+        "auto", "LearningRate", "Adam step size at the start of each run; 'auto': 5e-3 where "
+        "each step trains the whole volume, 2e-3 where it trains a batch of slices (SliceBatch), "
+        "whose gradients are noisier.", "auto|positive")
     learning_rate_decay: float = _opt(
         0.1, "LearningRateDecay", "Factor the learning rate falls by, exponentially, over the "
         "last fifth of each call of run(); the next run restarts at LearningRate with the network and Adam state "

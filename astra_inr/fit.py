@@ -76,6 +76,12 @@ _TV_MAX_FACTOR = 1000.0
 _TV_PER_NOISE = 12.0
 _TV_AUTO_MIN = 0.01
 _TV_AUTO_MAX = 0.1
+# LearningRate 'auto': whole-volume steps, and steps on a batch of slices (a stochastic
+# gradient, so smaller steps; measured on a 64^3 Shepp-Logan, 64 angles, 1 % noise,
+# batches of 4 random slices: 26.32 / 25.97 / 24.93 dB at 2e-3 / 1e-3 / 5e-3 after 600
+# iterations, 29.05 / 26.69 at 2e-3 / 5e-3 after 1200).
+_LR_WHOLE = 5e-3
+_LR_BATCH = 2e-3
 
 
 class _Float32Matmul:
@@ -387,6 +393,9 @@ class INRTrainer:
         self._graph_failure: str | None = None
         self._chunked_steps: str | None = None
         self._plan_slabs()
+        #: Adam's step size at the start of each run (LearningRate, or its 'auto' value).
+        self.learning_rate = (float(config.learning_rate) if config.learning_rate != "auto"
+                              else _LR_WHOLE if self._slab_op is None else _LR_BATCH)
         budget = (int(_GPU_CHUNK_FRACTION * torch.cuda.get_device_properties(self.device).total_memory)
                   if self.device.type == "cuda" else _CPU_CHUNK_BYTES)
         self.chunk_points = config.chunk_points or max(
@@ -413,7 +422,7 @@ class INRTrainer:
             network, self.grid, self.image_scale, self.config.min_constraint,
             self.config.max_constraint, self.chunk_points, self.support)
         self.optimizer = optimizer if optimizer is not None or network is None else \
-            _adam(network, self.config.learning_rate)
+            _adam(network, self.learning_rate)
         self._singular_vectors: dict = {}
         # TVWeight multiplier (>= 1), kept on the device so adapting it costs no sync.
         self._tv_factor = torch.ones((), device=self.device)
@@ -672,7 +681,7 @@ class INRTrainer:
         ``learning_rate * learning_rate_decay`` at the last step, so every run
         ends settled whatever its length.
         """
-        lr0, decay = self.config.learning_rate, self.config.learning_rate_decay
+        lr0, decay = self.learning_rate, self.config.learning_rate_decay
         knee = int(self.constant_fraction * iterations)
         if i < knee or iterations - knee <= 1:
             return lr0
@@ -893,6 +902,7 @@ class INRTrainer:
                                        "estimated_inconsistency in quadrature), and falls back "
                                        "towards TVWeight while above"),
             "tv_weight": self.tv_weight,
+            "learning_rate": self.learning_rate,
             "level_fit": {
                 "gains": self.level_gains,
                 "rule": ("FitLevel: after each run() the output layer is multiplied by "

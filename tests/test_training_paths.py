@@ -60,6 +60,21 @@ def test_slabs_of_slices_cover_the_volume_once_per_epoch():
         assert np.corrcoef(rec[k].ravel(), vol[k].ravel())[0, 1] > 0.8
 
 
+def test_learning_rate_auto_is_smaller_for_batches_of_slices():
+    vol, vg, pg, op, sino = _volume_problem()
+    options = {k: v for k, v in FAST.items() if k != "learning_rate"}
+    batches = INRTrainer(INRConfig(**options, slice_batch=2), op, sino, volume_grid(vg))
+    whole = INRTrainer(INRConfig(**options), op, sino, volume_grid(vg))
+    given = INRTrainer(INRConfig(**options, slice_batch=2, learning_rate=3e-3), op, sino,
+                       volume_grid(vg))
+    assert (batches.learning_rate, whole.learning_rate, given.learning_rate) == (2e-3, 5e-3, 3e-3)
+    assert batches.optimizer.param_groups[0]["lr"] == 2e-3
+    assert batches.learning_rate_at(0, 100) == 2e-3
+    assert batches.learning_rate_at(99, 100) == pytest.approx(2e-4)
+    assert batches.report()["learning_rate"] == 2e-3
+    assert batches.report()["options"]["LearningRate"] == "auto"
+
+
 def test_contiguous_slabs_are_neighbours_once_per_epoch():
     vol, vg, pg, op, sino = _volume_problem()
     tr = INRTrainer(INRConfig(**FAST, slice_batch=2, slice_sampling="contiguous"), op, sino,
