@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import INRConfig
-from .fit import INRTrainer
+from .fit import INRTrainer, resolve_device
 from .geometry import volume_grid
 from .metrics import psnr
 from .model import INRNetwork
@@ -157,6 +157,60 @@ def training_speed_2d(device: str = "cpu", n: int = 256, n_angles: int = 100,
             "target": ">= 600 it/s at 256x256, 100 angles (GPU)"}
 
 
+def train_for_seconds(config: INRConfig, operator: AstraOperator, sinogram: torch.Tensor,
+                      grid: Any, seconds: float, score: Callable[[torch.Tensor], float],
+                      eval_every: float = 10.0) -> tuple[INRTrainer, list[list[float]], float]:
+    """Train one INR for about ``seconds`` of wall time, scoring its image along the way.
+
+    One run, so one learning-rate schedule (each run() decays to its own end,
+    so chained short runs would restart it): its length is ``seconds`` over
+    the step time of a probe trainer (steps 10 to 60, after warm-up, compilation
+    and graph capture), less 5 % for the evaluations, which count in the time.
+
+    Returns
+    -------
+    trainer : INRTrainer
+        The trained one.
+    curve : list of [iteration, seconds, score]
+        About every ``eval_every`` seconds, and the last after run() (with
+        FitLevel applied).
+    seconds : float
+        Wall time of the run, evaluations included.
+    """
+    dev = resolve_device(config.device, config.gpu_index)
+    probe = INRTrainer(config, operator, sinogram, grid)
+    stamps: list[float] = []
+
+    def stamp(info: Any) -> None:
+        _sync(dev)
+        stamps.append(time.perf_counter())
+
+    probe.run(60, callback=stamp, callback_every=10)
+    step_s = (stamps[-1] - stamps[0]) / 50
+    del probe
+    if dev.type == "cuda":
+        gc.collect()                # the probe's CUDA graphs' memory pools go with it
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    evals = max(1, int(seconds / eval_every))
+    iterations = max(evals, int(0.95 * seconds / step_s))
+    trainer = INRTrainer(config, operator, sinogram, grid)
+    curve: list[list[float]] = []
+
+    def record(info: Any) -> None:
+        _sync(dev)
+        curve.append([info.iteration, round(time.perf_counter() - t0, 2),
+                      round(score(trainer.image()), 3)])
+
+    t0 = time.perf_counter()
+    trainer.run(iterations, callback=record, callback_every=max(1, iterations // evals))
+    _sync(dev)
+    elapsed = time.perf_counter() - t0
+    curve = [c for c in curve if c[0] < iterations]
+    curve.append([iterations, round(elapsed, 2), round(score(trainer.image()), 3)])
+    return trainer, curve, elapsed
+
+
 def _peak_gpu_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
@@ -200,40 +254,9 @@ def volume_3d(n: int = 256, n_angles: int = 256, seconds: float = 100.0, noise: 
     sirt_psnr = psnr(sirt, phantom)
 
     config = INRConfig(**{"min_constraint": 0.0, **(options or {})})
-    # One run, so one learning-rate schedule (each run() decays to its end): its length is
-    # the time budget over the step time of a probe trainer (warm-up and capture excluded).
-    probe = INRTrainer(config, op, sino, volume_grid(vg))
-    stamps: list[float] = []
-
-    def stamp(info: Any) -> None:
-        _sync(dev)
-        stamps.append(time.perf_counter())
-
-    probe.run(60, callback=stamp, callback_every=10)
-    step_s = (stamps[-1] - stamps[0]) / 50
-    del probe
-    gc.collect()                    # its CUDA graphs' memory pools go with it
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(dev)
-    evals = max(1, int(seconds / eval_every))
-    iterations = max(evals, int(0.95 * seconds / step_s))
-    trainer = INRTrainer(config, op, sino, volume_grid(vg))
-    curve = []
-
-    def record(info: Any) -> None:
-        _sync(dev)
-        elapsed = time.perf_counter() - t0
-        value = psnr(trainer.image().cpu().numpy(), phantom)
-        curve.append([trainer.total_iterations + info.iteration, round(elapsed, 2), round(value, 3)])
-
-    t0 = time.perf_counter()
-    trainer.run(iterations, callback=record, callback_every=max(1, iterations // evals))
-    _sync(dev)
-    inr_seconds = time.perf_counter() - t0          # the evaluations in the run included
-    # The last point after run() (FitLevel applies at its end).
-    curve = [c for c in curve if c[0] < iterations]
-    curve.append([iterations, round(inr_seconds, 2),
-                  round(psnr(trainer.image().cpu().numpy(), phantom), 3)])
+    trainer, curve, inr_seconds = train_for_seconds(
+        config, op, sino, volume_grid(vg), seconds,
+        lambda image: psnr(image.cpu().numpy(), phantom), eval_every)
     reached = next((c[1] for c in curve if c[2] >= sirt_psnr), None)
     op.close()
     return {"row": f"3D parallel beam {n}^3, {n_angles} angles", "device": machine(dev),

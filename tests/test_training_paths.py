@@ -265,3 +265,28 @@ def test_graphed_steps_equal_eager_steps_on_a_gpu():
     assert runs[1][2] and not runs[0][2]
     torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+
+
+def test_train_for_seconds_is_one_run_scored_along_the_way():
+    """The 3D speed row's timed training: one run (one learning-rate schedule), its length from
+    a probe's step time, scores in iteration order, the last one after run() ended."""
+    from astra_inr.metrics import psnr
+    from astra_inr.speed import train_for_seconds
+
+    prob = make_problem(n=16, n_angles=12)
+    op = AstraOperator.from_projector(prob.projector_id)
+    scored = []
+
+    def score(image):
+        scored.append(image.clone())
+        return psnr(image.numpy(), prob.image)
+
+    tr, curve, seconds = train_for_seconds(INRConfig(width=16, depth=2, device="cpu"), op,
+                                           prob.sinogram, volume_grid(prob.vol_geom), 1.0, score,
+                                           eval_every=0.25)
+    iterations = [c[0] for c in curve]
+    assert iterations == sorted(iterations) and len(curve) >= 2
+    assert iterations[-1] == tr.total_iterations and len(tr.level_gains) == 1   # one run()
+    assert curve[-1][1] == pytest.approx(seconds, abs=0.01)
+    torch.testing.assert_close(scored[-1], tr.image())
+    assert curve[-1][2] == pytest.approx(psnr(tr.image().numpy(), prob.image), abs=1e-3)
