@@ -15,9 +15,9 @@ Rows:
 * :func:`training_speed_2d` -- iterations per second of the default INR on
   an n x n image with a given number of angles (on a GPU with and without
   CUDA graphs), and the seconds a run of the default length takes.
-* :func:`volume_3d` -- a 3D parallel-beam reconstruction (GPU): INR until a
-  time budget against SIRT3D_CUDA after 100 iterations, PSNR against the
-  phantom, wall time and peak GPU memory.
+* :func:`volume_3d` -- a 3D parallel-beam reconstruction (GPU): INR for a
+  time budget (one run, :func:`train_for_seconds`) against SIRT3D_CUDA after
+  100 iterations, PSNR against the phantom, wall time and peak GPU memory.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from .config import INRConfig
 from .fit import INRTrainer, resolve_device
-from .geometry import volume_grid
+from .geometry import VolumeGrid, volume_grid
 from .metrics import psnr
 from .model import INRNetwork
 from .operator import AstraOperator
@@ -158,7 +158,7 @@ def training_speed_2d(device: str = "cpu", n: int = 256, n_angles: int = 100,
 
 
 def train_for_seconds(config: INRConfig, operator: AstraOperator, sinogram: torch.Tensor,
-                      grid: Any, seconds: float, score: Callable[[torch.Tensor], float],
+                      grid: VolumeGrid, seconds: float, score: Callable[[torch.Tensor], float],
                       eval_every: float = 10.0) -> tuple[INRTrainer, list[list[float]], float]:
     """Train one INR for about ``seconds`` of wall time, scoring its image along the way.
 
