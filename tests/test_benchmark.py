@@ -60,16 +60,21 @@ def test_tiny_run_writes_json_and_table(bench, tmp_path, capsys):
     assert "best PSNR against the reference" in methods["SIRT"]["iteration_choice"]
     assert methods["SIRT"]["psnr"] > methods["FBP"]["psnr"] + 3     # 30 noise-free angles
     assert case["winner"] == "SIRT" and case["inr_margin_db"] is None
+    assert case["inr_margin_ssim"] is None
+    assert case["target"]["kind"] == "sparse, limited or noisy" and case["target"]["met"] is None
+    assert data["target_summary"] == "Target met on 0 of 0 scored case(s)."
 
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0] == "| case | FBP | SIRT | best PSNR | INR - best classical (dB) |"
+    assert lines[0] == ("| case | FBP | SIRT | best PSNR | INR - best classical (dB / SSIM) "
+                        "| target |")
     row = next(line for line in lines if line.startswith("| ct-30-n0 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].startswith(f"{methods['FBP']['psnr']:.2f} / {methods['FBP']['ssim']:.3f} / ")
     assert cells[2].startswith(f"{methods['SIRT']['psnr']:.2f} / ")
-    assert cells[3:] == ["SIRT", "n/a"]
+    assert cells[3:] == ["SIRT", "n/a", "n/a"]
     assert data["table"].startswith(lines[0])
+    assert data["target_summary"] in out and "the target is for INR's defaults" in out
 
 
 def test_failing_case_is_reported_and_speed_rows_come_from_the_hook(bench, tmp_path, capsys,
@@ -140,6 +145,34 @@ def test_case_selection_and_winner(bench):
     assert bench.winner_and_margin(rows) == ("INR", pytest.approx(1.5))
     assert bench.winner_and_margin({"INR": {"psnr": 20.0}}) == ("INR", None)
     assert bench.winner_and_margin({"FBP": {"psnr": None}}) == (None, None)
+
+
+def test_target_verdict_per_kind_of_case(bench):
+    phantom = {"kind": "phantom", "phantom": "ct", "size": 128, "angles": 60, "noise": 0.0,
+               "limited_deg": None, "seed": 0}
+    # 60 angles count as sparse: both margins must reach the target, each on its own.
+    assert bench.target_verdict(phantom, 1.5, 0.03)["met"] is True
+    assert bench.target_verdict(phantom, 1.49, 0.2)["met"] is False
+    assert bench.target_verdict(phantom, 3.0, 0.029)["met"] is False
+    assert bench.target_verdict(phantom, None, 0.1)["met"] is None
+    full_clean = {**phantom, "angles": 180}
+    verdict = bench.target_verdict(full_clean, -0.5, -0.2)
+    assert verdict["kind"] == "full and clean" and verdict["met"] is True
+    assert bench.target_verdict(full_clean, -0.51, 0.1)["met"] is False
+    for hard in ({**full_clean, "noise": 0.01}, {**full_clean, "limited_deg": 120.0},
+                 {"kind": "scan", "scan": "tooth", "subset_step": 1}):
+        assert bench.target_verdict(hard, 1.0, 0.1)["met"] is False
+
+    rows = {"FBP": {"psnr": 20.0, "ssim": 0.9}, "SIRT": {"psnr": 25.0, "ssim": 0.7},
+            "INR": {"psnr": 26.5, "ssim": 0.92}}
+    # The best SSIM among the classical methods is FBP's, not the PSNR winner's.
+    assert bench.ssim_margin(rows) == pytest.approx(0.02)
+    assert bench.ssim_margin({"INR": {"ssim": 0.5}}) is None
+    entries = [{"id": "a", "status": "ok", "target": {"met": True}},
+               {"id": "b", "status": "ok", "target": {"met": False}},
+               {"id": "c", "status": "ok", "target": {"met": None}},
+               {"id": "d", "status": "error"}]
+    assert bench.target_summary(entries) == "Target met on 1 of 2 scored case(s); missed: b."
 
 
 def test_heldout_table_lists_real_scans_only(bench):
