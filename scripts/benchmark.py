@@ -445,14 +445,16 @@ def winner_and_margin(methods: dict[str, dict[str, Any]]) -> tuple[str | None, f
     """
     scored = {m: s["psnr"] for m, s in methods.items() if s.get("psnr") is not None}
     winner = max(scored, key=scored.get) if scored else None
-    classical = [v for m, v in scored.items() if m != "INR"]
-    margin = scored["INR"] - max(classical) if "INR" in scored and classical else None
-    return winner, margin
+    return winner, inr_margin(methods, "psnr")
 
 
-def ssim_margin(methods: dict[str, dict[str, Any]]) -> float | None:
-    """INR's SSIM minus the best classical method's (None unless both were scored)."""
-    scored = {m: s["ssim"] for m, s in methods.items() if s.get("ssim") is not None}
+def inr_margin(methods: dict[str, dict[str, Any]], score: str) -> float | None:
+    """INR's ``score`` ('psnr' or 'ssim') minus the best classical method's.
+
+    Each score takes its own best classical method.  None unless INR and at
+    least one classical method have that score.
+    """
+    scored = {m: s[score] for m, s in methods.items() if s.get(score) is not None}
     classical = [v for m, v in scored.items() if m != "INR"]
     return scored["INR"] - max(classical) if "INR" in scored and classical else None
 
@@ -493,7 +495,7 @@ def target_verdict(params: dict[str, Any], margin_db: float | None,
 def target_summary(cases: Sequence[dict[str, Any]]) -> str:
     """One line: on how many scored cases INR meets the target, and which miss it."""
     verdicts = {e["id"]: e["target"]["met"] for e in cases
-                if e["status"] == "ok" and e.get("target", {}).get("met") is not None}
+                if e["status"] == "ok" and e["target"]["met"] is not None}
     missed = [cid for cid, met in verdicts.items() if not met]
     line = f"Target met on {len(verdicts) - len(missed)} of {len(verdicts)} scored case(s)"
     return line + (f"; missed: {', '.join(missed)}." if missed else ".")
@@ -514,7 +516,7 @@ def run_case(spec: CaseSpec, mode: Mode, args: argparse.Namespace, log: Log) -> 
                                   heldout=heldout)
         entry["methods"] = {name: _method_summary(r) for name, r in results.items()}
         entry["winner"], entry["inr_margin_db"] = winner_and_margin(entry["methods"])
-        entry["inr_margin_ssim"] = ssim_margin(entry["methods"])
+        entry["inr_margin_ssim"] = inr_margin(entry["methods"], "ssim")
         entry["target"] = target_verdict(spec.params, entry["inr_margin_db"],
                                          entry["inr_margin_ssim"])
         entry["status"] = "ok"
@@ -579,9 +581,9 @@ def quality_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> st
             cells = ["-"] * len(methods) + [f"error: {error}", "-", "-"]
         else:
             cells = [_cell(entry["methods"].get(m)) for m in methods]
-            db, ssim = entry["inr_margin_db"], entry.get("inr_margin_ssim")
+            db, ssim = entry["inr_margin_db"], entry["inr_margin_ssim"]
             margins = "n/a" if db is None else f"{db:+.2f}" + ("" if ssim is None else f" / {ssim:+.3f}")
-            met = entry.get("target", {}).get("met")
+            met = entry["target"]["met"]
             cells += [entry["winner"] or "n/a", margins,
                       "n/a" if met is None else "met" if met else "missed"]
         lines.append("| " + " | ".join([entry["id"], *cells]) + " |")

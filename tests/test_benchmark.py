@@ -166,8 +166,8 @@ def test_target_verdict_per_kind_of_case(bench):
     rows = {"FBP": {"psnr": 20.0, "ssim": 0.9}, "SIRT": {"psnr": 25.0, "ssim": 0.7},
             "INR": {"psnr": 26.5, "ssim": 0.92}}
     # The best SSIM among the classical methods is FBP's, not the PSNR winner's.
-    assert bench.ssim_margin(rows) == pytest.approx(0.02)
-    assert bench.ssim_margin({"INR": {"ssim": 0.5}}) is None
+    assert bench.inr_margin(rows, "ssim") == pytest.approx(0.02)
+    assert bench.inr_margin({"INR": {"ssim": 0.5}}, "ssim") is None
     entries = [{"id": "a", "status": "ok", "target": {"met": True}},
                {"id": "b", "status": "ok", "target": {"met": False}},
                {"id": "c", "status": "ok", "target": {"met": None}},
