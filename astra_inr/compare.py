@@ -322,7 +322,8 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                 run_opts = ReconOptions(**{**options.to_dict(), "algorithm": method.lower()})
                 volume, _, info, _ = reconstruct_sinograms(sino, run_opts, progress)
                 choice = ("one pass, filter " + options.fbp_filter if method == "FBP" else
-                          "given" if options.iterations is not None else "INR default")
+                          "given" if options.iterations is not None else
+                          "chosen by the data: " + info["inr"]["auto_iterations"]["stopped"])
                 extra = {}
                 if method == "INR":
                     rep = info["inr"]

@@ -29,7 +29,7 @@ import astra
 import numpy as np
 
 from .config import INRConfig
-from .fit import INRTrainer, Progress
+from .fit import AUTO_MAX_ROUNDS, AUTO_ROUND, INRTrainer, Progress
 from .geometry import VolumeGrid
 from .io import open_scan
 from .operator import AstraOperator
@@ -41,7 +41,8 @@ __all__ = ["ALGORITHMS", "ReconOptions", "reconstruct", "reconstruct_sinograms",
            "INR_FIELDS_SHARED"]
 
 ALGORITHMS = ("INR", "FBP", "SIRT", "CGLS")
-_DEFAULT_ITERATIONS = {"INR": 500, "FBP": 1, "SIRT": 100, "CGLS": 20}
+#: Iterations when none are given; INR: None, chosen by the data (INRTrainer.run_until_fitted).
+_DEFAULT_ITERATIONS = {"INR": None, "FBP": 1, "SIRT": 100, "CGLS": 20}
 #: INR options the command line sets through its own shared flags.
 INR_FIELDS_SHARED = ("device", "min_constraint", "max_constraint", "verbose")
 
@@ -86,8 +87,10 @@ class ReconOptions:
     # algorithm
     algorithm: str = option("INR", "algorithm", "INR, FBP, SIRT or CGLS.", "choice",
                             tuple(a.lower() for a in ALGORITHMS))
-    iterations: int | None = option(None, "iterations", "Iterations (default: INR 500, SIRT "
-                                    "100, CGLS 20).", "optional_int")
+    iterations: int | None = option(None, "iterations", "Iterations (default: SIRT 100, CGLS "
+                                    f"20; INR runs of {AUTO_ROUND} while the data stay "
+                                    f"under-fitted, at most {AUTO_ROUND * AUTO_MAX_ROUNDS}).",
+                                    "optional_int")
     fbp_filter: str = option("ram-lak", "fbp_filter", "FBP filter (ASTRA's FilterType).",
                              "choice", ("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
     min_constraint: float | None = option(0.0, "min_constraint", "Lower bound for SIRT and INR "
@@ -132,7 +135,8 @@ class ReconOptions:
         return dataclasses.asdict(self)
 
     @property
-    def n_iterations(self) -> int:
+    def n_iterations(self) -> int | None:
+        """The iterations to run; None for INR without a count (the data choose it)."""
         return self.iterations if self.iterations is not None else _DEFAULT_ITERATIONS[self.algorithm]
 
     def scan_hints(self) -> dict[str, Any]:
@@ -261,8 +265,12 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
                     progress("INR" if p.stage == "train" else p.stage, p.iteration, p.iterations,
                              f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
 
-            trainer.run(its, callback=report_progress)
+            if its is None:
+                trainer.run_until_fitted(callback=report_progress)
+            else:
+                trainer.run(its, callback=report_progress)
             volume = trainer.image().cpu().numpy()
+            info["iterations"] = trainer.total_iterations
             info["inr"] = trainer.report()
             field = trainer.field
     info["seconds"] = time.perf_counter() - start

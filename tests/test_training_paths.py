@@ -1,5 +1,7 @@
 """Training paths that exist for speed and scale: chunks, slabs, precision. Same results, less memory."""
 
+import dataclasses
+
 import astra
 import numpy as np
 import pytest
@@ -290,3 +292,59 @@ def test_train_for_seconds_is_one_run_scored_along_the_way():
     assert curve[-1][1] == pytest.approx(seconds, abs=0.01)
     torch.testing.assert_close(scored[-1], tr.image())
     assert curve[-1][2] == pytest.approx(psnr(tr.image().numpy(), prob.image), abs=1e-3)
+
+
+def _scripted_runs(trainer, monkeypatch, residuals):
+    """Replace trainer.run by one that sets the next residual of ``residuals``."""
+    values = iter(residuals)
+    calls = []
+
+    def run(iterations, callback=None, callback_every=10):
+        calls.append(iterations)
+        trainer.total_iterations += iterations
+        trainer.data_residual = next(values)
+
+    monkeypatch.setattr(trainer, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize("residuals, runs, why", [
+    ([0.011], 1, "within"),                         # fitted after the first run
+    ([0.1, 0.012], 2, "within"),                    # <= 1.25 x the error level 0.01
+    ([0.1, 0.05, 0.0496], 3, "less than 1 %"),      # the third run gained < 1 %
+    ([0.5, 0.4, 0.3, 0.2, 0.1], 4, "most allowed"),  # still fitting: stops at max_rounds
+])
+def test_run_until_fitted_stops_at_the_error_level_a_plateau_or_the_most_runs(
+        monkeypatch, residuals, runs, why):
+    prob = make_problem(n=16, n_angles=12)
+    tr = _trainer(prob)
+    tr.data_error_level = 0.01
+    calls = _scripted_runs(tr, monkeypatch, residuals)
+    out = tr.run_until_fitted(round_iterations=7, max_rounds=4)
+    assert calls == [7] * runs
+    assert [r["iterations"] for r in out["rounds"]] == [7 * (k + 1) for k in range(runs)]
+    assert [r["data_residual"] for r in out["rounds"]] == residuals[:runs]
+    assert why in out["stopped"]
+    assert tr.report()["auto_iterations"] == out
+    with pytest.raises(ValueError, match="max_rounds"):
+        tr.run_until_fitted(max_rounds=0)
+
+
+def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
+    from astra_inr import fit
+    from astra_inr.cases import case_from_phantom
+    from astra_inr.compare import compare_methods
+    from astra_inr.recon import ReconOptions
+    from conftest import phantom
+
+    monkeypatch.setattr(fit, "AUTO_ROUND", 6)
+    monkeypatch.setattr(fit, "AUTO_MAX_ROUNDS", 3)
+    sino, ref, case = case_from_phantom(phantom(16), 12, noise=0.0)
+    options = ReconOptions(size=16, inr={k: v for k, v in FAST.items() if k != "device"})
+    r = compare_methods(sino, ["INR"], options, ref)["INR"]
+    assert r.choice.startswith("chosen by the data: ")
+    # A 16-pixel clean phantom is far from fitted after 6 steps: more than one run.
+    assert r.iterations in (12, 18)
+    given = compare_methods(sino, ["INR"], dataclasses.replace(options, iterations=6),
+                            ref)["INR"]
+    assert given.iterations == 6 and given.choice == "given"
