@@ -88,9 +88,8 @@ class ReconOptions:
     algorithm: str = option("INR", "algorithm", "INR, FBP, SIRT or CGLS.", "choice",
                             tuple(a.lower() for a in ALGORITHMS))
     iterations: int | None = option(None, "iterations", "Iterations (default: SIRT 100, CGLS "
-                                    f"20; INR runs of {AUTO_ROUND} while the data stay "
-                                    f"under-fitted, at most {AUTO_ROUND * AUTO_MAX_ROUNDS}).",
-                                    "optional_int")
+                                    f"20; INR {AUTO_ROUND} to {AUTO_ROUND * AUTO_MAX_ROUNDS}, "
+                                    "longer while the data stay under-fitted).", "optional_int")
     fbp_filter: str = option("ram-lak", "fbp_filter", "FBP filter (ASTRA's FilterType).",
                              "choice", ("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
     min_constraint: float | None = option(0.0, "min_constraint", "Lower bound for SIRT and INR "

@@ -43,9 +43,9 @@ from astra_inr.config import INRConfig  # noqa: E402
 
 BASELINES = ("FBP", "SIRT", "CGLS")
 #: Per INR run, the report values worth keeping beside the scores.
-KEPT = ("psnr", "ssim", "seconds", "iterations", "data_residual", "heldout_residual",
-        "heldout_residual_ramp", "estimated_noise_level", "tv_weight_floor", "tv_weight_final",
-        "level_gains")
+KEPT = ("psnr", "ssim", "seconds", "iterations", "iteration_choice", "data_residual",
+        "heldout_residual", "heldout_residual_ramp", "estimated_noise_level", "tv_weight_floor",
+        "tv_weight_final", "level_gains")
 
 
 def parse_value(text: str) -> Any:
@@ -126,7 +126,8 @@ def sweep_case(spec: bm.CaseSpec, mode: bm.Mode, args: argparse.Namespace,
         entry["configs"][label] = row
         print(f"{spec.id} [{label}]: {r.psnr:.2f} dB / {r.ssim:.3f} "
               f"({row['margin_db']:+.2f} / {row['margin_ssim']:+.3f}), residual "
-              f"{r.data_residual:.4f}, {r.seconds:.1f} s", flush=True)
+              f"{r.data_residual:.4f}, {r.iterations} its ({r.choice}), {r.seconds:.1f} s",
+              flush=True)
         save()
 
 

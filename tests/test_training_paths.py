@@ -294,40 +294,48 @@ def test_train_for_seconds_is_one_run_scored_along_the_way():
     assert curve[-1][2] == pytest.approx(psnr(tr.image().numpy(), prob.image), abs=1e-3)
 
 
-def _scripted_runs(trainer, monkeypatch, residuals):
-    """Replace trainer.run by one that sets the next residual of ``residuals``."""
+def _scripted_training(trainer, monkeypatch, residuals):
+    """Replace trainer._train: constant-rate blocks end at the next residual of ``residuals``."""
     values = iter(residuals)
     calls = []
 
-    def run(iterations, callback=None, callback_every=10):
-        calls.append(iterations)
+    def train(iterations, callback, callback_every, stage="train", lr_at=None):
+        rates = [lr_at(i) for i in range(iterations)]
+        calls.append(rates)
         trainer.total_iterations += iterations
-        trainer.data_residual = next(values)
+        value = next(values) if len(set(rates)) == 1 else 0.0
+        return torch.full((iterations,), value)
 
-    monkeypatch.setattr(trainer, "run", run)
+    monkeypatch.setattr(trainer, "_train", train)
     return calls
 
 
-@pytest.mark.parametrize("residuals, runs, why", [
-    ([0.011], 1, "within"),                         # fitted after the first run
+@pytest.mark.parametrize("residuals, blocks, why", [
+    ([0.011], 1, "within"),                         # fitted after the first block
     ([0.1, 0.012], 2, "within"),                    # <= 1.25 x the error level 0.01
-    ([0.1, 0.05, 0.0496], 3, "less than 1 %"),      # the third run gained < 1 %
+    ([0.1, 0.05, 0.0496], 3, "less than 1 %"),      # the third block gained < 1 %
     ([0.5, 0.4, 0.3, 0.2, 0.1], 4, "most allowed"),  # still fitting: stops at max_rounds
 ])
-def test_run_until_fitted_stops_at_the_error_level_a_plateau_or_the_most_runs(
-        monkeypatch, residuals, runs, why):
+def test_run_until_fitted_stops_at_the_error_level_a_plateau_or_the_most_blocks(
+        monkeypatch, residuals, blocks, why):
     prob = make_problem(n=16, n_angles=12)
     tr = _trainer(prob)
     tr.data_error_level = 0.01
-    calls = _scripted_runs(tr, monkeypatch, residuals)
-    out = tr.run_until_fitted(round_iterations=7, max_rounds=4)
-    assert calls == [7] * runs
-    assert [r["iterations"] for r in out["rounds"]] == [7 * (k + 1) for k in range(runs)]
-    assert [r["data_residual"] for r in out["rounds"]] == residuals[:runs]
+    calls = _scripted_training(tr, monkeypatch, residuals)
+    out = tr.run_until_fitted(round_iterations=10, max_rounds=4)
+    # k constant blocks of 8, then one decay of 2 per block: the learning rates of one
+    # run of 10 k iterations, step for step (not k runs that restart the rate).
+    assert [len(c) for c in calls] == [8] * blocks + [2 * blocks]
+    rates = [lr for c in calls for lr in c]
+    assert rates == pytest.approx([tr.learning_rate_at(i, 10 * blocks)
+                                   for i in range(10 * blocks)])
+    assert out["iterations"] == tr.total_iterations == 10 * blocks
+    assert [b["data_residual"] for b in out["blocks"]] == pytest.approx(residuals[:blocks])
     assert why in out["stopped"]
     assert tr.report()["auto_iterations"] == out
-    with pytest.raises(ValueError, match="max_rounds"):
-        tr.run_until_fitted(max_rounds=0)
+    for bad in ({"max_rounds": 0}, {"round_iterations": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            tr.run_until_fitted(**bad)
 
 
 def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
@@ -343,7 +351,7 @@ def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
     options = ReconOptions(size=16, inr={k: v for k, v in FAST.items() if k != "device"})
     r = compare_methods(sino, ["INR"], options, ref)["INR"]
     assert r.choice.startswith("chosen by the data: ")
-    # A 16-pixel clean phantom is far from fitted after 6 steps: more than one run.
+    # A 16-pixel clean phantom is far from fitted after a block of 4 steps: more blocks.
     assert r.iterations in (12, 18)
     given = compare_methods(sino, ["INR"], dataclasses.replace(options, iterations=6),
                             ref)["INR"]
