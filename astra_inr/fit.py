@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -830,8 +830,9 @@ class INRTrainer:
         Parameters
         ----------
         callback, callback_every
-            As for :meth:`run` (``Progress.iteration`` counts within each block
-            and within the decay).
+            As for :meth:`run`; ``Progress.iteration`` counts from the start of
+            this run and ``Progress.iterations`` is its length as planned so far
+            (it grows by ``round_iterations`` with each further block).
         round_iterations : int, optional
             Iterations per block and its share of the decay (default ``AUTO_ROUND``).
         max_rounds : int, optional
@@ -863,8 +864,14 @@ class INRTrainer:
         start = self.total_iterations
         blocks: list[dict[str, float]] = []
         stopped = f"{max_rounds} blocks, the most allowed"
+        def relay(done: int, planned: int) -> ProgressCallback | None:
+            if callback is None:
+                return None
+            return lambda p: callback(replace(p, iteration=done + p.iteration, iterations=planned))
+
         for k in range(int(max_rounds)):
-            residuals = self._train(block, callback, callback_every, lr_at=lambda i: lr0)
+            residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
+                                    callback_every, lr_at=lambda i: lr0)
             if len(residuals) < block:
                 stopped = "the callback stopped the run"
                 break
@@ -881,8 +888,8 @@ class INRTrainer:
                 break
         n_decay = (round_iterations - block) * len(blocks)
         if blocks and len(blocks) * block + start == self.total_iterations and n_decay > 0:
-            self._train(n_decay, callback, callback_every,
-                        lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)))
+            self._train(n_decay, relay(len(blocks) * block, len(blocks) * round_iterations),
+                        callback_every, lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)))
         self._finish_run()
         self.auto_iterations = {
             "blocks": blocks, "iterations": self.total_iterations - start, "stopped": stopped,

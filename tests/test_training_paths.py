@@ -349,7 +349,12 @@ def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
     monkeypatch.setattr(fit, "AUTO_MAX_ROUNDS", 3)
     sino, ref, case = case_from_phantom(phantom(16), 12, noise=0.0)
     options = ReconOptions(size=16, inr={k: v for k, v in FAST.items() if k != "device"})
-    r = compare_methods(sino, ["INR"], options, ref)["INR"]
+    seen = []
+    r = compare_methods(sino, ["INR"], options, ref,
+                        progress=lambda stage, done, total, msg: seen.append((done, total)))["INR"]
+    # Progress counts from the run's start towards its length as planned so far.
+    assert seen[-1] == (r.iterations, r.iterations)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert r.choice.startswith("chosen by the data: ")
     # A 16-pixel clean phantom is far from fitted after a block of 4 steps: more blocks.
     assert r.iterations in (12, 18)
