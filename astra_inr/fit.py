@@ -864,6 +864,7 @@ class INRTrainer:
         start = self.total_iterations
         blocks: list[dict[str, float]] = []
         stopped = f"{max_rounds} blocks, the most allowed"
+
         def relay(done: int, planned: int) -> ProgressCallback | None:
             if callback is None:
                 return None
