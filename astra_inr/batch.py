@@ -5,7 +5,7 @@ The configuration file (TOML)::
     out = "results"                 # relative paths are relative to this file
     [defaults]                      # any reconstruct option (snake_case, as on the CLI)
     algorithm = "INR"
-    iterations = 500
+    iterations = 800                # default for INR: chosen by the data
     [[scan]]
     input = "beamtime/*.h5"         # a path or a glob; each match is one scan
     [[scan]]
