@@ -265,11 +265,11 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
                              f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
 
             if its is None:
-                trainer.run_until_fitted(callback=report_progress)
+                chosen = trainer.run_until_fitted(callback=report_progress)
+                info["iterations"] = chosen["iterations"]
             else:
                 trainer.run(its, callback=report_progress)
             volume = trainer.image().cpu().numpy()
-            info["iterations"] = trainer.total_iterations
             info["inr"] = trainer.report()
             field = trainer.field
     info["seconds"] = time.perf_counter() - start
