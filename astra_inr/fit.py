@@ -85,7 +85,7 @@ _LR_BATCH = 2e-3
 # Iterations chosen by the data (run_until_fitted, the default of the command line and
 # compare): the constant-rate part of a run goes on in blocks while the data are still
 # under-fitted, then the rate decays once.  A run of 500 that the discrepancy rule balances
-# ends near its target (residual 0.89 to 1.06 x the data's error level on 14 of the 16
+# ends near its target (residual 0.89 to 1.06 x the data's error level on 12 of the 16
 # benchmark cases, H200), one still fitting far above it (1.7 to 3.2 x: clean Shepp-Logan at
 # 30 and 60 angles, the tooth and neutron scans; there one run of 1000 gained +1.2, +2.2,
 # +1.3 and +0.3 dB); 1.25 x lies between.  A block that lowers the residual by less than
