@@ -864,6 +864,7 @@ class INRTrainer:
         start = self.total_iterations
         blocks: list[dict[str, float]] = []
         stopped = f"{max_rounds} blocks, the most allowed"
+        interrupted = None
 
         def relay(done: int, planned: int) -> ProgressCallback | None:
             if callback is None:
@@ -874,7 +875,7 @@ class INRTrainer:
             residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
                                     callback_every, lr_at=lambda i: lr0)
             if len(residuals) < block:
-                stopped = "the callback stopped the run"
+                stopped = interrupted = "the callback stopped the run"
                 break
             now = float(residuals[-AUTO_WINDOW:].mean())
             blocks.append({"iterations": self.total_iterations, "data_residual": now})
@@ -888,7 +889,7 @@ class INRTrainer:
                            f"{now:.4g})")
                 break
         n_decay = (round_iterations - block) * len(blocks)
-        if blocks and len(blocks) * block + start == self.total_iterations and n_decay > 0:
+        if not interrupted and n_decay > 0:
             self._train(n_decay, relay(len(blocks) * block, len(blocks) * round_iterations),
                         callback_every, lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)))
         self._finish_run()

@@ -13,8 +13,8 @@ options moves which case, by how much, at what cost.
 
 ``--config LABEL=KEY=VALUE;KEY=VALUE`` (repeatable): KEY is a snake_case
 INRConfig field (``tv_weight``, ``discrepancy``, ``ramp_floor``, ...) or
-``iterations``; VALUE is read as a number, ``true``/``false``/``none``, or
-text.  An empty list (``defaults=``) is INR at its defaults.  ``--quick`` uses
+``iterations``; VALUE is read and checked as the command line reads that
+option.  An empty list (``defaults=``) is INR at its defaults.  ``--quick`` uses
 the benchmark's quick sizes (its INR shrinkage is *not* applied: every
 configuration starts from the defaults).
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ import benchmark as bm  # noqa: E402  (the benchmark's cases, built the same way
 
 from astra_inr.compare import compare_methods  # noqa: E402
 from astra_inr.config import INRConfig  # noqa: E402
+from astra_inr.options import unknown_names_error  # noqa: E402
+from astra_inr.recon import ReconOptions  # noqa: E402
 
 BASELINES = ("FBP", "SIRT", "CGLS")
 #: Per INR run, the report values worth keeping beside the scores.
@@ -48,45 +49,38 @@ KEPT = ("psnr", "ssim", "seconds", "iterations", "iteration_choice", "data_resid
         "tv_weight_final", "level_gains")
 
 
-def parse_value(text: str) -> Any:
-    """'0.05' -> 0.05, '1000' -> 1000, 'true' -> True, 'none' -> None, else the text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def parse_config(text: str) -> tuple[str, dict[str, Any]]:
-    """``'label=key=value;key=value'`` -> (label, {key: value}), keys checked against INRConfig.
+    """``'label=key=value;key=value'`` -> (label, {key: value}), read and checked as INR options.
+
+    Values are converted and validated by :class:`INRConfig` (and ``iterations``
+    by :class:`ReconOptions`), as the command line's flags are.
 
     Raises
     ------
     argparse.ArgumentTypeError
-        On a missing label, a pair without '=' or an unknown key.
+        On a missing label, a pair without '=', an unknown key or a bad value.
     """
     label, sep, rest = text.partition("=")
     if not sep or not label.strip():
         raise argparse.ArgumentTypeError(f"--config {text!r}: expected LABEL=KEY=VALUE;... "
                                          "(or LABEL= for the defaults)")
-    known = {f.name for f in dataclasses.fields(INRConfig)} | {"iterations"}
-    options: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in rest.split(";"))):
         key, eq, value = pair.partition("=")
         if not eq:
             raise argparse.ArgumentTypeError(f"--config {text!r}: {pair!r} is not KEY=VALUE")
-        if key.strip() not in known:
-            raise argparse.ArgumentTypeError(
-                f"--config {text!r}: unknown option {key.strip()!r}; expected iterations or an "
-                f"INRConfig field ({', '.join(sorted(known - {'iterations'}))})")
-        options[key.strip()] = parse_value(value)
-    return label.strip(), options
+        raw[key.strip()] = value.strip()
+    fields = {f.name for f in dataclasses.fields(INRConfig)}
+    unknown = set(raw) - fields - {"iterations"}
+    try:
+        if unknown:
+            raise unknown_names_error(sorted(unknown), fields | {"iterations"}, "option")
+        iterations = ReconOptions(iterations=raw.pop("iterations", None)).iterations
+        config = INRConfig(**raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--config {text!r}: {exc}") from None
+    options = {k: getattr(config, k) for k in raw}
+    return label.strip(), options | ({} if iterations is None else {"iterations": iterations})
 
 
 def _kept(summary: dict[str, Any]) -> dict[str, Any]:
