@@ -40,6 +40,7 @@ from .geometry import VolumeGrid
 from .model import INRNetwork
 from .objective import (DataFit, estimate_inconsistency, estimate_noise_level, estimate_peak,
                         estimate_support)
+from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
 from .passes import LossPass, RenderPass, constrained_image, graph_passes
 
@@ -406,6 +407,10 @@ class INRTrainer:
         self.graphed_steps = False
         self._graph_failure: str | None = None
         self._chunked_steps: str | None = None
+        #: The operator of the training steps: ``operator``, or its projection matrix on the
+        #: training device (ProjectorMatrix); and why not the matrix, when not.
+        self.step_operator, self.matrix_not_used = training_operator(
+            operator, self.device, config.projector_matrix)
         self._plan_slabs()
         #: Adam's step size at the start of each run (LearningRate, or its 'auto' value).
         self.learning_rate = (float(config.learning_rate) if config.learning_rate != "auto"
@@ -541,7 +546,7 @@ class INRTrainer:
 
     def _plan_slabs(self) -> None:
         """Split a 3D volume into batches of slices, one per iteration (SliceBatch)."""
-        self._slab_op: AstraOperator | None = None
+        self._slab_op: AstraOperator | MatrixOperator | None = None
         self._slab_order: list[torch.Tensor] = []
         self.slice_batch = self.grid.shape[0] if self.grid.ndim == 3 else None
         #: TV's slice groups of a batch (total_variation's slice_groups; None: consecutive).
@@ -557,7 +562,7 @@ class INRTrainer:
         if size == slices:
             return
         try:
-            self._slab_op = self.operator.slab(size, self.config.gpu_index)
+            self._slab_op = self.step_operator.slab(size, self.config.gpu_index)
         except ValueError:
             self._slab_op = None       # slices see each other (cone beam): whole volume
             return
@@ -593,7 +598,7 @@ class INRTrainer:
         """
         self.optimizer.zero_grad(set_to_none=True)
         if self._slab_op is None:
-            shape, operator, rows, points = self.grid.shape, self.operator, None, slice(None)
+            shape, operator, rows, points = self.grid.shape, self.step_operator, None, slice(None)
         else:
             rows = self._next_slab()
             plane = self._plane_offsets.numel()
@@ -656,8 +661,8 @@ class INRTrainer:
             return "parameter regularisers are computed outside the graphs"
         return self._graph_failure
 
-    def _passes_for(self, shape: tuple[int, ...], operator: AstraOperator, norm: float,
-                    render_args: tuple[torch.Tensor, ...],
+    def _passes_for(self, shape: tuple[int, ...], operator: AstraOperator | MatrixOperator,
+                    norm: float, render_args: tuple[torch.Tensor, ...],
                     targets: tuple[torch.Tensor, ...]) -> tuple[Callable, Callable]:
         """The render and loss passes of a one-chunk step of ``shape``, as CUDA graphs where
         they can be (captured at the first step of each shape of each network)."""
@@ -1079,6 +1084,10 @@ class INRTrainer:
                              "FitLevel": c.fit_level},
             "volume": self.grid.to_dict(),
             "operator": self.operator.describe(),
+            # What the training steps projected with (ProjectorMatrix).
+            "step_operator": (self.step_operator.describe() if self.matrix_not_used is None
+                              else {"kind": "astra",
+                                    "matrix_not_used_because": self.matrix_not_used}),
         }
         if self.network is not None:
             out["parameters"] = sum(p.numel() for p in self.network.parameters())

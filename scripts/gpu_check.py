@@ -12,15 +12,19 @@ Sections (each guarded: a failure is reported and the next runs):
    and a cone-beam INR through the plugin against SIRT3D_CUDA (orientation).
 3. CUDA graphs: 200 training steps with and without them (2D with noise, 3D
    in slabs), same seed: the volumes and residual histories must agree.
-4. Speed: BW-ReLU vs ReLU (eager and graphed), iteration vs matrix products,
+4. Projector matrix: ASTRA's matrix on the GPU against the cuda and cuda3d
+   projectors (relative difference, milliseconds per product), and INR with
+   the matrix (the default) against ASTRA calls at every step (PSNR, seconds).
+5. Speed: BW-ReLU vs ReLU (eager and graphed), iteration vs matrix products,
    2D 256x256 / 100 angles iterations per second without graphs and, with
    them, in float32, TF32 and bf16 (with the PSNR each reaches, to judge
    accuracy), the 3D 256^3 reconstruction against SIRT3D_CUDA, and a 512^3
-   volume (memory).
-5. Defaults check: INR's defaults (iterations chosen by the data) against 500
+   volume (memory).  The 2D rate with graphs is measured with the matrix
+   (the default) and with ASTRA calls (ProjectorMatrix off).
+6. Defaults check: INR's defaults (iterations chosen by the data) against 500
    and 1000 iterations, a fixed TV weight and a 0.1 floor on simulated
    Shepp-Logan and real-CT cases, beside tuned FBP/SIRT/CGLS (GPU ASTRA).
-6. Only when asked (``--sections 3d-variants``): the 256^3 row at the defaults,
+7. Only when asked (``--sections 3d-variants``): the 256^3 row at the defaults,
    with contiguous slabs and with learning rate 5e-3, 100 s each.
 
 Writes ``gpu_check.json`` to ``--out`` (default ``$OUT`` or the current folder)
@@ -207,11 +211,79 @@ def check_graphs():
     return out
 
 
+@section("projector matrix: ASTRA's matrix on the GPU against its cuda projectors")
+def check_matrix():
+    """ProjectorMatrix: the operator, then INR with the matrix (default) and with ASTRA calls."""
+    from astra_inr.matrix import MatrixOperator
+    out = {}
+    n, angles = 256, 100
+    vg = astra.create_vol_geom(n, n)
+    pg = astra.create_proj_geom("parallel", 1.0, 384, np.linspace(0, np.pi, angles, endpoint=False))
+    _, phantom = astra.data2d.shepp_logan(vg)
+    op = AstraOperator.create(vg, pg)                     # ASTRA's cuda projector
+    t0 = time.perf_counter()
+    m = MatrixOperator.from_operator(op, "cuda")
+    out["build_s"] = time.perf_counter() - t0
+    out["matrix"] = m.describe()
+    x = torch.from_numpy(phantom.astype(np.float32)).cuda()
+    fp_a, fp_m = op.forward(x), m.forward(x)
+    bp_a, bp_m = op.adjoint(fp_a), m.adjoint(fp_a)
+    out["fp_rel_diff_vs_cuda"] = float((fp_m - fp_a).norm() / fp_a.norm())
+    out["bp_rel_diff_vs_cuda"] = float((bp_m - bp_a).norm() / bp_a.norm())
+    torch.cuda.synchronize()
+    for name, fn in {"fp": lambda: m.forward(x), "bp": lambda: m.adjoint(fp_a),
+                     "astra_fp": lambda: op.forward(x), "astra_bp": lambda: op.adjoint(fp_a)}.items():
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        out[f"{name}_ms"] = (time.perf_counter() - t0) / 50 * 1e3
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sino = fp_a + 0.01 * fp_a.abs().max() * torch.randn(fp_a.shape, device="cuda", generator=gen)
+    for mode in ("off", "auto"):
+        tr = INRTrainer(INRConfig(min_constraint=0.0, projector_matrix=mode), op, sino,
+                        volume_grid(vg))
+        t0 = time.perf_counter()
+        tr.run(500)
+        torch.cuda.synchronize()
+        rep = tr.report()
+        out[f"inr_500_{mode}"] = {"psnr": psnr(tr.image().cpu().numpy(), phantom),
+                                  "seconds": time.perf_counter() - t0,
+                                  "residual": rep["data_residual"],
+                                  "step_operator": rep["step_operator"],
+                                  "cuda_graphs": rep["cuda_graphs"]}
+    op.close()
+    # A parallel3d volume in slabs through parallel3d's 2D matrix ('on') against cuda3d.
+    vg3 = astra.create_vol_geom(64, 64, 32)
+    pg3 = astra.create_proj_geom("parallel3d", 1.0, 1.0, 32, 96,
+                                 np.linspace(0, np.pi, 60, endpoint=False))
+    _, phantom3 = astra.data3d.shepp_logan(vg3)
+    op3 = AstraOperator.create(vg3, pg3)
+    x3 = torch.from_numpy(phantom3.astype(np.float32)).cuda()
+    m3 = MatrixOperator.from_operator(op3, "cuda")
+    fp3 = op3.forward(x3)
+    out["parallel3d_fp_rel_diff_vs_cuda3d"] = float((m3.forward(x3) - fp3).norm() / fp3.norm())
+    for mode in ("off", "on"):
+        tr = INRTrainer(INRConfig(min_constraint=0.0, projector_matrix=mode, slice_batch=8), op3,
+                        fp3, volume_grid(vg3))
+        t0 = time.perf_counter()
+        tr.run(200)
+        torch.cuda.synchronize()
+        out[f"inr3d_200_{mode}"] = {"psnr": psnr(tr.image().cpu().numpy(), phantom3),
+                                    "seconds": time.perf_counter() - t0}
+    op3.close()
+    return out
+
+
 @section("speed rows")
 def speed(budget_3d: float):
     rows = [activation_cost("cuda"), activation_cost("cuda", graphed=True),
             matmul_floor("cuda", n=256),
-            training_speed_2d("cuda", n=256, n_angles=100, iterations=600, cuda_graphs=False)]
+            training_speed_2d("cuda", n=256, n_angles=100, iterations=600, cuda_graphs=False),
+            training_speed_2d("cuda", n=256, n_angles=100, iterations=600,
+                              projector_matrix="off")]
     quality = {}
     for precision in ("float32", "tf32", "bf16"):
         row = training_speed_2d("cuda", n=256, n_angles=100, iterations=600, precision=precision)
@@ -329,7 +401,8 @@ def big_volume():
 
 #: Section name -> how main() runs it within the budget, in this order.
 SECTIONS = {"2d": lambda budget: check_2d(), "3d": lambda budget: check_3d(),
-            "graphs": lambda budget: check_graphs(), "speed": lambda budget: speed(budget - 170),
+            "graphs": lambda budget: check_graphs(), "matrix": lambda budget: check_matrix(),
+            "speed": lambda budget: speed(budget - 170),
             "big": lambda budget: big_volume(),
             "defaults": lambda budget: defaults_sweep(deadline=budget - 25),
             "3d-variants": lambda budget: volume_3d_variants(deadline=budget)}
@@ -340,8 +413,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     ap.add_argument("--budget", type=float, default=530.0,
                     help="seconds after which optional sections are skipped")
-    ap.add_argument("--sections", default="2d,3d,graphs,speed,big,defaults",
-                    help="comma-separated sections to run, of 2d, 3d, graphs, speed, big, "
+    ap.add_argument("--sections", default="2d,3d,graphs,matrix,speed,big,defaults",
+                    help="comma-separated sections to run, of 2d, 3d, graphs, matrix, speed, big, "
                          "defaults and 3d-variants (not run by default: about 6 minutes)")
     args = ap.parse_args()
     wanted = set(args.sections.split(","))
