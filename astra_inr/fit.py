@@ -42,7 +42,7 @@ from .objective import (DataFit, estimate_inconsistency, estimate_noise_level, e
                         estimate_support)
 from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
-from .passes import LossPass, RenderPass, constrained_image, graph_passes
+from .passes import LossPass, RenderPass, StepGraph, constrained_image, graph_passes
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
 
@@ -54,6 +54,8 @@ _GPU_CHUNK_FRACTION = 0.25
 # Records of the regularity measures (path norms, Lipschitz bound) per run: about
 # this many, and never more often than every _REGULARITY_MIN_STEP iterations.
 _REGULARITY_RECORDS = 64
+# Eager steps of each network before its whole step is captured as one CUDA graph.
+_STEP_GRAPH_WARMUP = 3
 _REGULARITY_MIN_STEP = 10
 # Monte Carlo points per iteration for the generalised weight decay's integrals.
 _GWD_SAMPLES = 4096
@@ -175,12 +177,33 @@ def resolve_device(device: str, gpu_index: int | None = None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _adam(network: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam with PyTorch's fused kernel where this build has it (one pass over all parameters)."""
+def _adam(network: torch.nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam with PyTorch's fused kernel where this build has it (one pass over all parameters).
+
+    ``capturable``: a CUDA graph may hold the step; the learning rate is then a
+    device tensor (set with :func:`_set_learning_rate`), so no replay reads a stale value.
+    """
+    params = list(network.parameters())
+    if capturable:
+        lr_t = torch.tensor(float(lr), device=params[0].device)
+        for kwargs in ({"fused": True}, {"foreach": True}):
+            try:
+                return torch.optim.Adam(params, lr=lr_t, capturable=True, **kwargs)
+            except (RuntimeError, TypeError, ValueError):
+                pass
     try:
-        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(network.parameters(), lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's step size; in place where it is a device tensor (a graph reads it)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 class _ThinnedHistory:
@@ -407,6 +430,8 @@ class INRTrainer:
         self.graphed_steps = False
         self._graph_failure: str | None = None
         self._chunked_steps: str | None = None
+        self._step_graph_failure: str | None = None
+        self._side_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         #: The operator of the training steps: ``operator``, or its projection matrix on the
         #: training device (ProjectorMatrix); and why not the matrix, when not.
         self.step_operator, self.matrix_not_used = training_operator(
@@ -443,7 +468,7 @@ class INRTrainer:
             network, self.grid, self.image_scale, self.config.min_constraint,
             self.config.max_constraint, self.chunk_points, self.support)
         self.optimizer = optimizer if optimizer is not None or network is None else \
-            _adam(network, self.learning_rate)
+            _adam(network, self.learning_rate, self._step_graph_unusable() is None)
         self._singular_vectors: dict = {}
         # TVWeight multiplier (>= 1), kept on the device so adapting it costs no sync.
         self._tv_factor = torch.ones((), device=self.device)
@@ -453,6 +478,9 @@ class INRTrainer:
         self._pending_regularity: list[tuple[int, torch.Tensor]] = []
         # Training passes of this network by step shape (CUDA graphs hold its parameters).
         self._passes: dict[tuple[int, ...], tuple[Callable, Callable]] = {}
+        # The whole step of this network as one CUDA graph, and the eager steps before it.
+        self._step_graph: StepGraph | None = None
+        self._step_graph_warm = 0
 
     @property
     def scale(self) -> float | None:
@@ -518,7 +546,8 @@ class INRTrainer:
         if self.discrepancy_target <= 0:
             return
         g = (1.0 - (residual / self.discrepancy_target) ** 2).clamp(-1.0, 1.0)
-        self._tv_factor = (self._tv_factor * torch.exp(_TV_RATE * g)).clamp(1.0, _TV_MAX_FACTOR)
+        # In place: a captured whole step reads the factor from this very tensor.
+        self._tv_factor.copy_((self._tv_factor * torch.exp(_TV_RATE * g)).clamp(1.0, _TV_MAX_FACTOR))
 
     def _window_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Normalised window: (x, y[, z]) half-widths over the largest half-extent.
@@ -596,6 +625,9 @@ class INRTrainer:
 
         Also adapts the TV weight to the residual (:meth:`_adapt_tv`).
         """
+        if self._step_graph_unusable() is None:
+            self._image = None
+            return self._whole_step()
         self.optimizer.zero_grad(set_to_none=True)
         if self._slab_op is None:
             shape, operator, rows, points = self.grid.shape, self.step_operator, None, slice(None)
@@ -646,6 +678,67 @@ class INRTrainer:
         residual = residual.detach()
         self._adapt_tv(residual)
         return total.detach(), residual
+
+    def _step_graph_unusable(self) -> str | None:
+        """Why a training step is not one CUDA graph replay (None: it is, see :meth:`_whole_step`)."""
+        if self._graphs_unusable() is not None:
+            return self._graphs_unusable()
+        if self._slab_op is not None:
+            return "steps train batches of slices, drawn anew each step"
+        if not isinstance(self.step_operator, MatrixOperator):
+            return "steps call ASTRA's projector, which synchronises (ProjectorMatrix)"
+        if self.config.jitter > 0:
+            return "Jitter draws new coordinates each step"
+        if self.coords.shape[0] > self.chunk_points:
+            return "steps run in chunks (ChunkPoints)"
+        return self._step_graph_failure
+
+    def _whole_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the whole volume as one CUDA graph replay: network, projection by the
+        matrix, loss, backward, Adam and the TV rule, with no host work but the launch.
+
+        The first :data:`_STEP_GRAPH_WARMUP` steps of each network run eagerly on a side
+        stream (the warm-up capture asks for: libraries and Adam set up their state), the
+        next captures the step; the captured kernels are those of the eager step, so the
+        results are the same.  A capture that fails leaves the two-pass path in place.
+        """
+        if self._step_graph is None:
+            if self._step_graph_warm < _STEP_GRAPH_WARMUP:
+                self._step_graph_warm += 1
+                main = torch.cuda.current_stream(self.device)
+                self._side_stream.wait_stream(main)
+                with torch.cuda.stream(self._side_stream), self._precision():
+                    out = self._whole_step_body()
+                main.wait_stream(self._side_stream)
+                return out
+            try:
+                self._step_graph = StepGraph(self._whole_step_body, self._precision)
+            except Exception as exc:  # an op that cannot be captured: two passes from now on
+                self._step_graph_failure = (f"whole-step capture failed ({type(exc).__name__}: "
+                                            f"{exc})")[:300]
+                warnings.warn(f"one-graph training steps not used: {self._step_graph_failure}",
+                              RuntimeWarning, stacklevel=3)
+                return self._step()
+            self.graphed_steps = True
+        with self._precision():
+            return self._step_graph.replay()
+
+    def _whole_step_body(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole-volume step that :meth:`_whole_step` runs and captures: every tensor it
+        reads lives as long as the network (coordinates, support, data, TV factor)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        render = RenderPass(self.network, self.grid.shape, self.image_scale,
+                            self.config.min_constraint, self.config.max_constraint)
+        y, wy, norm = self.data_fit.targets()
+        loss_pass = LossPass(self.data_fit, norm, self.tv_floor, self.mean_scale)
+        image = render(self.coords) if self.support is None else render(self.coords, self.support)
+        proj = project(image, self.step_operator)
+        loss, residual = loss_pass(proj, image, y, wy, self._y_norm_t, self._tv_factor)
+        loss.backward()
+        self.optimizer.step()
+        residual = residual.detach()
+        self._adapt_tv(residual)
+        return loss.detach(), residual
 
     def _graphs_unusable(self) -> str | None:
         """Why the training passes are not captured as CUDA graphs (None: they are)."""
@@ -749,8 +842,7 @@ class INRTrainer:
         try:
             for i in range(iterations):
                 lr = lr_at(i)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                _set_learning_rate(self.optimizer, lr)
                 if adaptive:
                     tv_factors[i] = self._tv_factor
                 losses[i], residuals[i] = self._step()
@@ -1071,7 +1163,12 @@ class INRTrainer:
             "cuda_graphs": {"used": self.graphed_steps,
                             "not_used_because": None if self.graphed_steps
                             else self._graphs_unusable() or self._chunked_steps
-                            or "no training step yet"},
+                            or "no training step yet",
+                            # One replay per step (network, projection, loss, Adam, TV rule),
+                            # else two passes around the projection.
+                            "whole_step": self._step_graph is not None,
+                            "whole_step_not_used_because": None if self._step_graph is not None
+                            else self._step_graph_unusable() or "fewer steps than the warm-up"},
             "options": c.to_options(),
             "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
                              "Regulariser": c.regulariser,

@@ -18,6 +18,12 @@ is an argument, copied into the graph's fixed input buffers at each call;
 what is fixed per capture (the network, the image shape and scale, the
 bounds, the data's normalisation) is baked in, so a capture belongs to one
 network and one step shape.
+
+Where the projection is a sparse matrix product on torch's stream
+(:class:`~astra_inr.matrix.MatrixOperator`) and every step trains the same
+voxels, nothing in a step needs the host: :class:`StepGraph` captures the
+whole step, the optimiser's update and the TV rule included, as one graph,
+replayed with the learning rate and the TV factor read from device tensors.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from torch import nn
 
 from .objective import DataFit, clamp_inward, total_variation
 
-__all__ = ["LossPass", "RenderPass", "constrained_image", "graph_passes"]
+__all__ = ["LossPass", "RenderPass", "StepGraph", "constrained_image", "graph_passes"]
 
 
 def constrained_image(output: torch.Tensor, shape: tuple[int, ...], image_scale: float,
@@ -152,3 +158,35 @@ def graph_passes(render: RenderPass, loss: LossPass, render_args: tuple[torch.Te
         (wrapper, loss), (tuple(map(clone, render_args)), tuple(map(clone, loss_args))),
         allow_unused_input=True)
     return graphed_render, graphed_loss
+
+
+class StepGraph:
+    """A whole training step captured as one CUDA graph.
+
+    Parameters
+    ----------
+    step : callable
+        Runs one step and returns its (loss, residual) tensors.  Everything it
+        reads must be tensors that outlive the graph and are changed in place
+        (parameters, optimiser state, learning rate, TV factor); it must have
+        run eagerly a few times first (warm-up), as CUDA graph capture needs.
+    context : callable
+        Returns the context manager the step runs in (matrix-product precision).
+
+    Notes
+    -----
+    Capturing records the kernels without running them: the capture is not a
+    step.  The gradients become the graph's own buffers, overwritten (never
+    accumulated) by each replay.
+    """
+
+    def __init__(self, step: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                 context: Callable) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        with context(), torch.cuda.graph(self.graph):
+            self.outputs = step()
+
+    def replay(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the step; returns its (loss, residual), valid until the next replay."""
+        self.graph.replay()
+        return self.outputs

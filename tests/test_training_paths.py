@@ -247,9 +247,37 @@ def test_step_passes_equal_the_field_and_the_objective():
 def test_report_says_why_cuda_graphs_were_not_used():
     prob = make_problem(n=24, n_angles=16)
     tr = _trainer(prob)
-    assert tr.report()["cuda_graphs"] == {"used": False, "not_used_because": "not on a GPU"}
+    assert tr.report()["cuda_graphs"] == {"used": False, "not_used_because": "not on a GPU",
+                                          "whole_step": False,
+                                          "whole_step_not_used_because": "not on a GPU"}
     off = _trainer(prob, cuda_graphs=False)
     assert off.report()["cuda_graphs"]["not_used_because"] == "CudaGraphs is off"
+
+
+def test_the_whole_step_that_a_gpu_captures_is_the_training_step():
+    """The body :class:`StepGraph` captures on a GPU (run eagerly here, with the projection
+    matrix) makes the same steps as the two-pass path: same network, same Adam, same TV rule."""
+    prob = make_problem(n=24, n_angles=16, noise=0.02)
+    runs = []
+    for whole in (False, True):
+        tr = _trainer(prob, projector_matrix="on", tv_weight=0.05, discrepancy=50.0)
+        for _ in range(4):
+            loss, residual = tr._whole_step_body() if whole else tr._step()
+        runs.append((tr.render(), float(loss), float(residual), float(tr._tv_factor)))
+    (a, *sa), (b, *sb) = runs
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert sb == pytest.approx(sa, rel=1e-5) and sa[2] > 1.0     # the TV rule acted
+
+
+def test_learning_rate_held_in_a_tensor_is_set_in_place():
+    from astra_inr.fit import _set_learning_rate
+    lr = torch.tensor(1e-3)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=lr, foreach=False)
+    _set_learning_rate(opt, 5e-4)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(5e-4)
+    plain = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+    _set_learning_rate(plain, 2e-4)
+    assert plain.param_groups[0]["lr"] == 2e-4
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and astra.use_cuda()),
@@ -264,6 +292,25 @@ def test_graphed_steps_equal_eager_steps_on_a_gpu():
                         sino.cuda(), volume_grid(vg))
         tr.run(20)
         runs.append((tr.image().cpu(), np.array(tr.history.as_list()), tr.graphed_steps))
+    assert runs[1][2] and not runs[0][2]
+    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and astra.use_cuda()),
+                    reason="CUDA graphs need a GPU visible to torch and ASTRA")
+def test_whole_step_graph_equals_eager_steps_on_a_gpu():
+    """2D with the projection matrix: one graph per step against eager steps, same seed."""
+    prob = make_problem(n=32, n_angles=20, noise=0.02)
+    runs = []
+    for graphs in (False, True):
+        tr = INRTrainer(INRConfig(width=24, depth=2, min_constraint=0.0, cuda_graphs=graphs,
+                                  projector_matrix="on"),
+                        AstraOperator.from_projector(prob.projector_id),
+                        torch.from_numpy(prob.sinogram).cuda(), volume_grid(prob.vol_geom))
+        tr.run(20)
+        runs.append((tr.image().cpu(), np.array(tr.history.as_list()),
+                     tr.report()["cuda_graphs"]["whole_step"]))
     assert runs[1][2] and not runs[0][2]
     torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
