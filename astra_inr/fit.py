@@ -42,7 +42,8 @@ from .objective import (DataFit, estimate_inconsistency, estimate_noise_level, e
                         estimate_support)
 from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
-from .passes import LossPass, RenderPass, StepGraph, constrained_image, graph_passes
+from .passes import (LossPass, RenderPass, StepGraph, constrained_image, graph_passes,
+                     quiet_side_stream_warning)
 
 __all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
 
@@ -698,13 +699,15 @@ class INRTrainer:
         matrix, loss, backward, Adam and the TV rule, with no host work but the launch.
 
         The first :data:`_STEP_GRAPH_WARMUP` steps of each network run eagerly on a side
-        stream (the warm-up capture asks for: libraries and Adam set up their state), the
-        next captures the step; the captured kernels are those of the eager step, so the
-        results are the same.  A capture that fails leaves the two-pass path in place.
+        stream (the warm-up that capture needs: the libraries and Adam set up their state
+        there), the next one captures the step and replays it; the captured kernels are
+        those of the eager step, so the results are the same.  A capture that fails leaves
+        the two-pass path in place.
         """
         if self._step_graph is None:
             if self._step_graph_warm < _STEP_GRAPH_WARMUP:
                 self._step_graph_warm += 1
+                quiet_side_stream_warning()
                 main = torch.cuda.current_stream(self.device)
                 self._side_stream.wait_stream(main)
                 with torch.cuda.stream(self._side_stream), self._precision():
