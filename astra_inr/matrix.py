@@ -38,7 +38,7 @@ import scipy.sparse
 import torch
 
 from . import geometry as geo
-from .operator import AstraOperator, project
+from .operator import AstraOperator, check_operand, project
 
 __all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX_ENTRIES",
            "CACHE_SIZE"]
@@ -234,12 +234,7 @@ class MatrixOperator:
     # ------------------------------------------------------------------ application
     def _apply(self, m: torch.Tensor, src: torch.Tensor, in_shape: tuple[int, ...],
                out_shape: tuple[int, ...], what: str, out: torch.Tensor | None) -> torch.Tensor:
-        if not isinstance(src, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor, got {type(src).__name__}")
-        if tuple(src.shape) != in_shape:
-            raise ValueError(f"{what} has shape {tuple(src.shape)}, expected {in_shape}")
-        if src.dtype != torch.float32:
-            raise TypeError(f"{what} has dtype {src.dtype}, expected torch.float32")
+        check_operand(src, in_shape, what)
         x = src.detach().to(m.device)
         if len(in_shape) == 2:
             y = m @ x.reshape(-1)

@@ -38,6 +38,17 @@ def _sync(t: torch.Tensor) -> None:
         torch.cuda.current_stream(t.device).synchronize()
 
 
+def check_operand(t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+    """Refuse anything but a float32 tensor of ``shape`` (``what`` names it in the message)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {shape}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{what} has dtype {t.dtype}, expected torch.float32 (ASTRA computes in "
+                        "float32)")
+
+
 class AstraOperator:
     """The linear map from volume to projections defined by ASTRA projectors.
 
@@ -226,12 +237,7 @@ class AstraOperator:
 
     # ------------------------------------------------------------------ application
     def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {shape}")
-        if t.dtype != torch.float32:
-            raise TypeError(f"{what} has dtype {t.dtype}, expected torch.float32 (ASTRA computes in float32)")
+        check_operand(t, shape, what)
         if self._closed:
             raise RuntimeError("this AstraOperator was closed (its projector is deleted)")
 
