@@ -269,6 +269,67 @@ def test_the_whole_step_that_a_gpu_captures_is_the_training_step():
     assert sb == pytest.approx(sa, rel=1e-5) and sa[2] > 1.0     # the TV rule acted
 
 
+class _NoStream:
+    """Stands in for a CUDA stream on the CPU (the whole-step path's bookkeeping only)."""
+
+    def wait_stream(self, other):
+        pass
+
+
+def _whole_step_trainer(prob, monkeypatch, graph_class):
+    """A CPU trainer whose steps take the whole-step path, with ``graph_class`` for StepGraph."""
+    from contextlib import nullcontext
+
+    import astra_inr.fit as fit_module
+    monkeypatch.setattr(fit_module, "StepGraph", graph_class)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: nullcontext())
+    tr = _trainer(prob, projector_matrix="on")
+    tr._side_stream = _NoStream()
+    tr._step_graph_unusable = lambda: tr._step_graph_failure    # as on a GPU
+    return tr
+
+
+def test_whole_step_path_warms_up_captures_once_and_replays(monkeypatch):
+    """Three eager steps, one capture (not a step), then replays: as many steps as asked."""
+    prob = make_problem(n=24, n_angles=16, noise=0.02)
+    captures = []
+
+    class RecordingGraph:                      # like StepGraph: capture records, replay runs
+        def __init__(self, step, context):
+            captures.append(step)
+            self.step = step
+
+        def replay(self):
+            return self.step()
+
+    tr = _whole_step_trainer(prob, monkeypatch, RecordingGraph)
+    tr.run(8)
+    reference = _trainer(prob, projector_matrix="on")        # two passes per step
+    reference.run(8)
+    assert len(captures) == 1 and tr.total_iterations == 8
+    torch.testing.assert_close(tr.render(), reference.render())
+    report = tr.report()["cuda_graphs"]
+    assert report["used"] and report["whole_step"] and report["whole_step_not_used_because"] is None
+
+
+def test_a_failed_whole_step_capture_falls_back_to_two_passes(monkeypatch):
+    prob = make_problem(n=24, n_angles=16, noise=0.02)
+
+    class FailingGraph:
+        def __init__(self, step, context):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    tr = _whole_step_trainer(prob, monkeypatch, FailingGraph)
+    with pytest.warns(RuntimeWarning, match="one-graph training steps not used"):
+        tr.run(6)
+    assert tr.total_iterations == 6 and len(tr.history.as_list()) == 6
+    report = tr.report()["cuda_graphs"]
+    assert not report["whole_step"]
+    assert "capture failed (RuntimeError: operation not permitted" in report[
+        "whole_step_not_used_because"]
+
+
 def test_learning_rate_held_in_a_tensor_is_set_in_place():
     from astra_inr.fit import _set_learning_rate
     lr = torch.tensor(1e-3)
