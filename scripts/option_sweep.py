@@ -98,10 +98,19 @@ def sweep_case(spec: bm.CaseSpec, mode: bm.Mode, args: argparse.Namespace,
     base = compare_methods(sino, list(BASELINES), options, reference, heldout=heldout)
     entry["baselines"] = {name: _kept(r.summary()) | {"iterations": r.iterations}
                           for name, r in base.items()}
+    independent = None
+    if heldout is not None:
+        # Real scans: also scored against SIRT on the left-out angles (benchmark.py's third table).
+        independent, entry["independent_reference"] = bm.independent_reference(
+            heldout, options, spec.params["reference_iterations"])
+        bm.add_independent_scores(base, entry["baselines"], independent)
     best_psnr = max(r.psnr for r in base.values())
     best_ssim = max(r.ssim for r in base.values())
     print(f"{spec.id}: baselines " + ", ".join(f"{n} {r.psnr:.2f}/{r.ssim:.3f}"
-                                               for n, r in base.items()), flush=True)
+                                               for n, r in base.items())
+          + ("" if independent is None else "; against SIRT on the left-out angles " + ", ".join(
+              f"{n} {b['independent_psnr']:.2f}/{b['independent_ssim']:.3f}"
+              for n, b in entry["baselines"].items())), flush=True)
     save()
     for label, config in configs:
         inr = {k: v for k, v in config.items() if k != "iterations"}
@@ -117,36 +126,52 @@ def sweep_case(spec: bm.CaseSpec, mode: bm.Mode, args: argparse.Namespace,
         row = _kept(r.summary()) | {"options": config,
                                     "margin_db": r.psnr - best_psnr,
                                     "margin_ssim": r.ssim - best_ssim}
+        if independent is not None:
+            bm.add_independent_scores({"INR": r}, {"INR": row}, independent)
+            row["independent_margin_db"] = row["independent_psnr"] - max(
+                b["independent_psnr"] for b in entry["baselines"].values())
+            row["independent_margin_ssim"] = row["independent_ssim"] - max(
+                b["independent_ssim"] for b in entry["baselines"].values())
         entry["configs"][label] = row
         print(f"{spec.id} [{label}]: {r.psnr:.2f} dB / {r.ssim:.3f} "
               f"({row['margin_db']:+.2f} / {row['margin_ssim']:+.3f}), residual "
-              f"{r.data_residual:.4f}, {r.iterations} its ({r.choice}), {r.seconds:.1f} s",
-              flush=True)
+              f"{r.data_residual:.4f}, {r.iterations} its ({r.choice}), {r.seconds:.1f} s"
+              + ("" if independent is None else
+                 f"; against SIRT on the left-out angles {row['independent_psnr']:.2f} / "
+                 f"{row['independent_ssim']:.3f} ({row['independent_margin_db']:+.2f} / "
+                 f"{row['independent_margin_ssim']:+.3f})"), flush=True)
         save()
 
 
 def table(out: dict[str, Any], labels: list[str]) -> str:
     """Markdown: one row per case and configuration."""
     lines = ["| case | configuration | PSNR / SSIM | - best classical (dB / SSIM) | "
-             "data residual | held-out plain / ramp | TV final | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "data residual | held-out plain / ramp | TV final | seconds | "
+             "vs SIRT on left-out angles (- best) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for cid, entry in out["cases"].items():
         b = entry.get("baselines", {})
         lines.append(f"| {cid} | baselines | " + ", ".join(
             f"{n} {v['psnr']:.2f} / {v['ssim']:.3f} ({v['iterations']})" for n, v in b.items())
-            + " | | | | | |")
+            + " | | | | | | " + ", ".join(
+                f"{n} {v['independent_psnr']:.2f} / {v['independent_ssim']:.3f}"
+                for n, v in b.items() if "independent_psnr" in v) + " |")
         for label in labels:
             r = entry["configs"].get(label)
             if r is None or "error" in r:
                 lines.append(f"| {cid} | {label} | {'not run' if r is None else r['error']} "
-                             "| | | | | |")
+                             "| | | | | | |")
                 continue
             held = (f"{r['heldout_residual']:.4f} / {r['heldout_residual_ramp']:.4f}"
                     if "heldout_residual" in r else "")
             lines.append(f"| {cid} | {label} | {r['psnr']:.2f} / {r['ssim']:.3f} | "
                          f"{r['margin_db']:+.2f} / {r['margin_ssim']:+.3f} | "
                          f"{r['data_residual']:.4f} | {held} | "
-                         f"{r.get('tv_weight_final', float('nan')):.3f} | {r['seconds']:.1f} |")
+                         f"{r.get('tv_weight_final', float('nan')):.3f} | {r['seconds']:.1f} | "
+                         + (f"{r['independent_psnr']:.2f} / {r['independent_ssim']:.3f} "
+                            f"({r['independent_margin_db']:+.2f} / "
+                            f"{r['independent_margin_ssim']:+.3f})"
+                            if "independent_psnr" in r else "") + " |")
     return "\n".join(lines)
 
 

@@ -189,3 +189,42 @@ def test_heldout_table_lists_real_scans_only(bench):
     assert lines[0] == "| case (held-out angles) | FBP | SIRT | INR | lowest ramp-weighted |"
     assert lines[2] == "| tooth-step4 | 0.0600 / 0.2200 | 0.0700 / 0.2300 | 0.0900 / 0.2100 | INR |"
     assert "ct-30-n0" not in table and "neutron" not in table
+
+
+def test_independent_table_lists_real_scans_with_inr_margin(bench):
+    phantom_case = {"id": "ct-30-n0", "status": "ok", "methods": {"INR": {"psnr": 22.0}}}
+    assert bench.independent_table([phantom_case], ["INR"]) is None
+    real = {"id": "neutron-quarter", "status": "ok", "independent_reference": "SIRT on the left-out",
+            "methods": {"FBP": {"independent_psnr": 30.0, "independent_ssim": 0.60},
+                        "SIRT": {"independent_psnr": 33.5, "independent_ssim": 0.80},
+                        "INR": {"independent_psnr": 34.0, "independent_ssim": 0.85}}}
+    lines = bench.independent_table([phantom_case, real], ["FBP", "SIRT", "INR"]).splitlines()
+    assert lines[2] == ("| neutron-quarter | 30.00 / 0.600 | 33.50 / 0.800 | 34.00 / 0.850 "
+                        "| +0.50 / +0.050 |")
+
+
+def test_independent_reference_is_sirt_on_the_left_out_angles_only(bench):
+    import numpy as np
+
+    from astra_inr.cases import (AngleSubset, case_from_phantom, held_out_angles,
+                                 reference_from_full_data, subset_angles)
+    from astra_inr.compare import compare_methods, score
+    from astra_inr.recon import ReconOptions
+
+    y, x = np.mgrid[-1:1:32j, -1:1:32j]
+    image = ((x ** 2 + y ** 2) < 0.5).astype(np.float32) + 0.5 * (np.abs(x - 0.2) < 0.15)
+    sino, _, _ = case_from_phantom(image, 40, noise=0.02, seed=1)
+    subset = AngleSubset(step=2)
+    given, left_out = subset_angles(sino, subset), held_out_angles(sino, subset)
+    options = ReconOptions(device="cpu")
+    results = compare_methods(given, ["FBP"], options)
+    summaries = {"FBP": {}}
+    volume, note = bench.independent_reference(left_out, options, 20)
+    bench.add_independent_scores(results, summaries, volume)
+    reference = reference_from_full_data(left_out, options, 20)[0]
+    assert summaries["FBP"]["independent_psnr"] == pytest.approx(
+        score(results["FBP"].volume, reference)[0])
+    # Not the reference from the angles the method was given.
+    assert summaries["FBP"]["independent_psnr"] != pytest.approx(
+        score(results["FBP"].volume, reference_from_full_data(given, options, 20)[0])[0])
+    assert "left-out 20 angles" in note
