@@ -640,8 +640,9 @@ def independent_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -
         "\n\nCells: PSNR (dB) / SSIM against non-negative SIRT on only the angles no method was "
         "given, its iterations as for the first table's reference. It shares none of the input's "
         "noise, unlike the first table's reference (all angles, the input's among them); it is "
-        "still SIRT, with SIRT's smoothing and those angles' own noise. The target is read from "
-        "the first table.")
+        "still SIRT, with SIRT's smoothing and those angles' own noise. SIRT and CGLS keep the "
+        "iterations chosen against the first table's reference. The target is read from the "
+        "first table.")
 
 
 def heldout_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> str | None:
