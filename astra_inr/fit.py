@@ -55,9 +55,9 @@ _GPU_CHUNK_FRACTION = 0.25
 # Records of the regularity measures (path norms, Lipschitz bound) per run: about
 # this many, and never more often than every _REGULARITY_MIN_STEP iterations.
 _REGULARITY_RECORDS = 64
+_REGULARITY_MIN_STEP = 10
 # Eager steps of each network before its whole step is captured as one CUDA graph.
 _STEP_GRAPH_WARMUP = 3
-_REGULARITY_MIN_STEP = 10
 # Monte Carlo points per iteration for the generalised weight decay's integrals.
 _GWD_SAMPLES = 4096
 # 3D volumes up to this many voxels train on the whole volume every iteration;
