@@ -618,25 +618,37 @@ def add_independent_scores(results: dict[str, MethodResult],
             result.volume, reference)
 
 
+def _scan_table(rows: Sequence[dict[str, Any]], methods: Sequence[str], first: str, last: str,
+                key: str, cell: Callable[[dict[str, Any]], str],
+                summary: Callable[[dict[str, dict[str, Any]]], str]) -> str:
+    """A markdown table of real-scan cases: one cell per method (where its ``key`` is set)
+    and a last column summarising the row."""
+    header = [first, *methods, last]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in rows:
+        ms = entry["methods"]
+        cells = [cell(ms[m]) if m in ms and ms[m].get(key) is not None else "-" for m in methods]
+        lines.append("| " + " | ".join([entry["id"], *cells, summary(ms)]) + " |")
+    return "\n".join(lines)
+
+
 def independent_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> str | None:
     """Real scans only: PSNR / SSIM against SIRT on the angles the subset left out."""
     rows = [e for e in cases if e["status"] == "ok" and e.get("independent_reference")]
     if not rows:
         return None
-    header = ["case (reference: SIRT on the left-out angles)", *methods, "INR - best other"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in rows:
-        ms = entry["methods"]
-        cells = [f"{ms[m]['independent_psnr']:.2f} / {ms[m]['independent_ssim']:.3f}"
-                 if m in ms and ms[m].get("independent_psnr") is not None else "-"
-                 for m in methods]
+    def margin(ms: dict[str, dict[str, Any]]) -> str:
         others = [s for m, s in ms.items() if m != "INR" and s.get("independent_psnr") is not None]
-        margin = "-"
-        if "INR" in ms and others:
-            margin = (f"{ms['INR']['independent_psnr'] - max(s['independent_psnr'] for s in others):+.2f}"
-                      f" / {ms['INR']['independent_ssim'] - max(s['independent_ssim'] for s in others):+.3f}")
-        lines.append("| " + " | ".join([entry["id"], *cells, margin]) + " |")
-    return "\n".join(lines) + (
+        if "INR" not in ms or not others:
+            return "-"
+        best = {k: max(s[k] for s in others) for k in ("independent_psnr", "independent_ssim")}
+        return (f"{ms['INR']['independent_psnr'] - best['independent_psnr']:+.2f} / "
+                f"{ms['INR']['independent_ssim'] - best['independent_ssim']:+.3f}")
+
+    return _scan_table(
+        rows, methods, "case (reference: SIRT on the left-out angles)", "INR - best other",
+        "independent_psnr", lambda s: f"{s['independent_psnr']:.2f} / {s['independent_ssim']:.3f}",
+        margin) + (
         "\n\nCells: PSNR (dB) / SSIM against non-negative SIRT on only the angles no method was "
         "given, its iterations as for the first table's reference. It shares none of the input's "
         "noise, unlike the first table's reference (all angles, the input's among them); it is "
@@ -656,16 +668,15 @@ def heldout_table(cases: Sequence[dict[str, Any]], methods: Sequence[str]) -> st
             and any(s.get("heldout_residual") is not None for s in e["methods"].values())]
     if not rows:
         return None
-    header = ["case (held-out angles)", *methods, "lowest ramp-weighted"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in rows:
-        ms = entry["methods"]
-        cells = [f"{ms[m]['heldout_residual']:.4f} / {ms[m]['heldout_residual_ramp']:.4f}"
-                 if m in ms and ms[m].get("heldout_residual") is not None else "-" for m in methods]
+    def lowest(ms: dict[str, dict[str, Any]]) -> str:
         ramp = {m: s["heldout_residual_ramp"] for m, s in ms.items()
                 if s.get("heldout_residual_ramp") is not None}
-        lines.append("| " + " | ".join([entry["id"], *cells, min(ramp, key=ramp.get)]) + " |")
-    return "\n".join(lines) + (
+        return min(ramp, key=ramp.get)
+
+    return _scan_table(
+        rows, methods, "case (held-out angles)", "lowest ramp-weighted", "heldout_residual",
+        lambda s: f"{s['heldout_residual']:.4f} / {s['heldout_residual_ramp']:.4f}",
+        lowest) + (
         "\n\nCells: ||A x - y|| / ||y|| on the projections no method was given (the angles the "
         "subset left out), plain / ramp-weighted. No reference image is involved, so no method's "
         "own bias is favoured; the floor is those projections' noise, not 0.")
