@@ -148,9 +148,10 @@ class INRConfig:
         "to the CUDA one) held on the training device as a sparse matrix, instead of calling "
         "ASTRA at each step: on a GPU no step then waits on the host, and the backprojection "
         "is the exact transpose.  'auto': on a GPU for 2D problems and stacks of 2D slices "
-        "whose matrix has at most about 5e7 entries (built once per geometry on the CPU; "
-        "about 2 s at 256 x 256 and 100 angles); 'on': wherever slices are independent 2D "
-        "problems (parallel3d too); 'off': ASTRA's projector at every step.", "choice",
+        "whose matrix has at most about 2.5e7 entries, where steps are bound by the host "
+        "(built once per geometry on the CPU, about 2 s at 256 x 256 and 100 angles); 'on': "
+        "wherever slices are independent 2D problems (parallel3d too); 'off': ASTRA's "
+        "projector at every step.", "choice",
         ("auto", "on", "off"))
     chunk_points: int = _opt(0, "ChunkPoints", "Voxels evaluated per network pass; bounds "
                              "memory for large volumes (0: automatic).", "nonneg_int")

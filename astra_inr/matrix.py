@@ -43,10 +43,13 @@ from .operator import AstraOperator, check_operand, project
 __all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX_ENTRIES",
            "CACHE_SIZE"]
 
-#: 'auto' builds a matrix only when its estimated number of entries is at most this
-#: (about 0.8 GB on the GPU for the matrix and its transpose, and some 10 s to build
-#: on one core of this project's development machine).
-AUTO_MAX_ENTRIES = 50_000_000
+#: 'auto' builds a matrix only when its estimated number of entries is at most this.
+#: The matrix saves a fixed cost per step (two host waits; ASTRA's two calls took 0.5 to
+#: 1.3 ms of a 4 ms step on an H200), which matters where a step is bound by the host
+#: (small images), while its build grows with the problem (ASTRA copies about 5 million entries a second into Python on this
+#: project's 2-core machine: 2.4 s at 256 x 256 and 100 angles, 7.1 s for a 640 x 640
+#: slice at 46 angles, whose steps are bound by the network's arithmetic instead).
+AUTO_MAX_ENTRIES = 25_000_000
 
 #: Matrices (host copies) kept for later reconstructions of the same geometry.
 CACHE_SIZE = 2
