@@ -682,8 +682,9 @@ class INRTrainer:
 
     def _step_graph_unusable(self) -> str | None:
         """Why a training step is not one CUDA graph replay (None: it is, see :meth:`_whole_step`)."""
-        if self._graphs_unusable() is not None:
-            return self._graphs_unusable()
+        reason = self._graphs_unusable()
+        if reason is not None:
+            return reason
         if self._slab_op is not None:
             return "steps train batches of slices, drawn anew each step"
         if not isinstance(self.step_operator, MatrixOperator):
@@ -964,7 +965,7 @@ class INRTrainer:
         start = self.total_iterations
         blocks: list[dict[str, float]] = []
         stopped = f"{max_rounds} blocks, the most allowed"
-        interrupted = None
+        interrupted = False
 
         def relay(done: int, planned: int) -> ProgressCallback | None:
             if callback is None:
@@ -975,7 +976,7 @@ class INRTrainer:
             residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
                                     callback_every, lr_at=lambda i: lr0)
             if len(residuals) < block:
-                stopped = interrupted = "the callback stopped the run"
+                stopped, interrupted = "the callback stopped the run", True
                 break
             now = float(residuals[-AUTO_WINDOW:].mean())
             blocks.append({"iterations": self.total_iterations, "data_residual": now})

@@ -46,9 +46,10 @@ __all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX
 #: 'auto' builds a matrix only when its estimated number of entries is at most this.
 #: The matrix saves a fixed cost per step (two host waits; ASTRA's two calls took 0.5 to
 #: 1.3 ms of a 4 ms step on an H200), which matters where a step is bound by the host
-#: (small images), while its build grows with the problem (ASTRA copies about 5 million entries a second into Python on this
-#: project's 2-core machine: 2.4 s at 256 x 256 and 100 angles, 7.1 s for a 640 x 640
-#: slice at 46 angles, whose steps are bound by the network's arithmetic instead).
+#: (small images), while its build grows with the problem (ASTRA copies about 5 million
+#: entries a second into Python on this project's 2-core machine: 2.4 s at 256 x 256 and
+#: 100 angles, 7.1 s for a 640 x 640 slice at 46 angles, whose steps are bound by the
+#: network's arithmetic instead).
 AUTO_MAX_ENTRIES = 25_000_000
 
 #: Matrices (host copies) kept for later reconstructions of the same geometry.

@@ -151,7 +151,7 @@ def training_speed_2d(device: str = "cpu", n: int = 256, n_angles: int = 100,
                                    cuda_graphs=cuda_graphs, projector_matrix=projector_matrix),
                          op, sino, volume_grid(vg))
     setup_s = time.perf_counter() - t0
-    step_operator = trainer.report()["step_operator"]
+    step_operator = trainer.step_operator.describe()
     trainer.run(20)                                   # compile, capture and warm up
     _sync(dev)
     t0 = time.perf_counter()
