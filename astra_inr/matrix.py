@@ -13,8 +13,8 @@ exact transpose of the forward projection.
 The matrix is ASTRA's own (``astra.projector.matrix``) of a CPU projector of
 the same geometry: the problem's projector when it is a CPU one, else the
 kernel closest to ASTRA's CUDA projector (``linear``, Joseph's interpolating
-kernel, for parallel beams with square pixels; ``line`` otherwise;
-``line_fanflat`` for fan beams).  ASTRA builds it on one CPU core, about 2 s
+kernel, for parallel beams; ``line_fanflat`` for fan beams; ASTRA's CPU
+kernels all need square pixels).  ASTRA builds it on one CPU core, about 2 s
 for the example above on this project's 2-core development machine, so
 matrices are kept per geometry (:data:`CACHE_SIZE` of them, on the host) for
 the next reconstruction of the same geometry (the slices of a stack, the
@@ -38,6 +38,7 @@ import scipy.sparse
 import torch
 
 from . import geometry as geo
+from . import joseph
 from .operator import AstraOperator, check_operand, project
 
 __all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX_ENTRIES",
@@ -64,9 +65,10 @@ def _csr_tensor(m: scipy.sparse.csr_matrix) -> torch.Tensor:
     with warnings.catch_warnings():
         # "Sparse CSR tensor support is in beta state": the products used here are stable.
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(itype)),
-                                       torch.from_numpy(m.indices.astype(itype)),
-                                       torch.from_numpy(m.data.astype(np.float32)),
+        # The tensor shares the arrays where they already have these types (no copy).
+        return torch.sparse_csr_tensor(torch.from_numpy(np.asarray(m.indptr, dtype=itype)),
+                                       torch.from_numpy(np.asarray(m.indices, dtype=itype)),
+                                       torch.from_numpy(np.asarray(m.data, dtype=np.float32)),
                                        size=m.shape, check_invariants=False)
 
 
@@ -85,13 +87,18 @@ def _geometry_key(g: Mapping[str, Any]) -> tuple:
 
 
 def _cpu_kernel(vol_geom: Mapping[str, Any], proj_geom: Mapping[str, Any]) -> str:
-    """The ASTRA CPU projector type closest to ASTRA's CUDA projector for this geometry."""
-    kind = proj_geom["type"]
-    if kind in ("fanflat", "fanflat_vec"):
-        return "line_fanflat"
+    """The ASTRA CPU projector type closest to ASTRA's CUDA projector for this geometry.
+
+    Raises
+    ------
+    ValueError
+        For pixels that are not square: none of ASTRA's 2D CPU kernels takes them.
+    """
     dx, dy = geo.volume_grid(vol_geom).voxel_size[:2]
-    # Joseph's kernel ('linear'), the CUDA projector's, needs square pixels.
-    return "linear" if abs(dx - dy) <= 1e-6 * dx else "line"
+    if abs(dx - dy) > 1e-6 * dx:
+        raise ValueError(f"ASTRA's CPU kernels need square pixels, these are {dx:g} x {dy:g}")
+    # Joseph's kernel ('linear') is the CUDA projector's.
+    return "line_fanflat" if proj_geom["type"] in ("fanflat", "fanflat_vec") else "linear"
 
 
 def _problem_2d(op: AstraOperator) -> tuple[dict, dict, int | None, bool]:
@@ -128,6 +135,19 @@ def estimated_entries(op: AstraOperator) -> int:
     return int(angles) * int(dets) * 2 * max(int(rows), int(cols))
 
 
+def _astra_matrix(vol_geom: dict, proj_geom: dict, cpu_id: int | None, kernel: str | None
+                  ) -> scipy.sparse.csr_matrix:
+    """ASTRA's own matrix of the projector ``cpu_id``, or of a ``kernel`` projector made here."""
+    pid = cpu_id if cpu_id is not None else astra.create_projector(kernel, proj_geom, vol_geom)
+    mid = astra.projector.matrix(pid)
+    try:
+        return astra.matrix.get(mid).tocsr()
+    finally:
+        astra.matrix.delete(mid)
+        if cpu_id is None:
+            astra.projector.delete(pid)
+
+
 def _build(vol_geom: dict, proj_geom: dict, cpu_id: int | None, flip_rows: bool
            ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """ASTRA's matrix of one slice and its transpose (torch CSR on the host) and a description."""
@@ -141,24 +161,21 @@ def _build(vol_geom: dict, proj_geom: dict, cpu_id: int | None, flip_rows: bool
         a, at, info = _CACHE[key]
         return a, at, {**info, "cached": True}
     t0 = time.perf_counter()
-    pid = cpu_id if cpu_id is not None else astra.create_projector(kernel, proj_geom, vol_geom)
-    mid = astra.projector.matrix(pid)
-    try:
-        w = astra.matrix.get(mid).tocsr()
-    finally:
-        astra.matrix.delete(mid)
-        if cpu_id is None:
-            astra.projector.delete(pid)
+    if kernel == "linear" and joseph.covers(vol_geom, proj_geom):
+        w, builder = joseph.linear_parallel_matrix(vol_geom, proj_geom), "astra_inr.joseph"
+    else:
+        w, builder = _astra_matrix(vol_geom, proj_geom, cpu_id, kernel), "astra.matrix.get"
     if flip_rows:
         # A 3D slice is the 2D image with its rows reversed: renumber the columns.
         rows, cols = geo.volume_grid(vol_geom).shape
         r, c = np.divmod(w.indices, cols)
         w.indices = ((rows - 1 - r) * cols + c).astype(w.indices.dtype)
-        w.has_sorted_indices = False
-        w.sort_indices()
+    # Column indices in order within each row, whatever the builder's visiting order.
+    w.has_sorted_indices = False
+    w.sort_indices()
     a = _csr_tensor(w)
     at = _csr_tensor(w.T.tocsr())
-    info = {"kernel": kernel or f"the problem's CPU projector (id {cpu_id})",
+    info = {"kernel": kernel or f"the problem's CPU projector (id {cpu_id})", "builder": builder,
             "entries": int(w.nnz), "build_s": round(time.perf_counter() - t0, 3)}
     if key is None:
         return a, at, {**info, "cached": False}
