@@ -149,7 +149,7 @@ class INRConfig:
         "ASTRA at each step: on a GPU no step then waits on the host, and the backprojection "
         "is the exact transpose.  'auto': on a GPU for 2D problems and stacks of 2D slices "
         "whose matrix has at most about 2.5e7 entries, where steps are bound by the host "
-        "(built once per geometry on the CPU, about 2 s at 256 x 256 and 100 angles); 'on': "
+        "(built once per geometry on the CPU, about 1 s at 256 x 256 and 100 angles); 'on': "
         "wherever slices are independent 2D problems (parallel3d too); 'off': ASTRA's "
         "projector at every step.", "choice",
         ("auto", "on", "off"))

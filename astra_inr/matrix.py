@@ -10,15 +10,19 @@ projection and the backprojection become two sparse matrix products on
 torch's own stream, with no host round trip, and the backprojection is the
 exact transpose of the forward projection.
 
-The matrix is ASTRA's own (``astra.projector.matrix``) of a CPU projector of
-the same geometry: the problem's projector when it is a CPU one, else the
-kernel closest to ASTRA's CUDA projector (``linear``, Joseph's interpolating
-kernel, for parallel beams; ``line_fanflat`` for fan beams; ASTRA's CPU
-kernels all need square pixels).  ASTRA builds it on one CPU core, about 2 s
-for the example above on this project's 2-core development machine, so
-matrices are kept per geometry (:data:`CACHE_SIZE` of them, on the host) for
-the next reconstruction of the same geometry (the slices of a stack, the
-scans of a beamtime).
+The matrix is that of a CPU projector of the same geometry: the problem's
+projector when it is a CPU one, else the kernel closest to ASTRA's CUDA
+projector (``linear``, Joseph's interpolating kernel, for parallel beams;
+``line_fanflat`` for fan beams; ASTRA's CPU kernels all need square pixels).
+ASTRA's own matrix (``astra.projector.matrix``) reaches Python through a getter
+that copies it one entry at a time (2.1 s of a 2.3 s build for the example
+above on this project's 2-core machine), so the ``linear`` kernel of parallel
+beams, the GPU's usual case, is computed with numpy instead
+(:mod:`astra_inr.joseph`, the same kernel in float32: 0.28 s); other kernels
+take ASTRA's getter.  With the transpose, a build takes 0.8 s there (2.4 s for
+a 640 x 640 slice at 46 angles, 32 million entries), and matrices are kept per
+geometry (:data:`CACHE_SIZE` of them, on the host) for the next reconstruction
+of the same geometry (the slices of a stack, the scans of a beamtime).
 
 :func:`training_operator` decides whether a trainer uses one
 (``ProjectorMatrix``) and says why not when it does not.
@@ -47,10 +51,10 @@ __all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX
 #: 'auto' builds a matrix only when its estimated number of entries is at most this.
 #: The matrix saves a fixed cost per step (two host waits; ASTRA's two calls took 0.5 to
 #: 1.3 ms of a 4 ms step on an H200), which matters where a step is bound by the host
-#: (small images), while its build grows with the problem (ASTRA copies about 5 million
-#: entries a second into Python on this project's 2-core machine: 2.4 s at 256 x 256 and
-#: 100 angles, 7.1 s for a 640 x 640 slice at 46 angles, whose steps are bound by the
-#: network's arithmetic instead).
+#: (small images).  Larger problems' steps are bound by the network's arithmetic, while
+#: the matrix's build (about 0.07 s per million entries with its transpose on this
+#: project's 2-core machine) and its device memory (16 bytes per entry with the
+#: transpose) grow with them.  Not yet measured on a GPU: where the saving stops paying.
 AUTO_MAX_ENTRIES = 25_000_000
 
 #: Matrices (host copies) kept for later reconstructions of the same geometry.
