@@ -93,7 +93,8 @@ def _one_angle(ray: np.ndarray, n_det: int, rows: int, cols: int, min_x: np.floa
     np.add.accumulate(pos, axis=1, out=pos)
     cell = np.floor(pos)
     offset = pos - cell
-    cell = cell.astype(index_type)
+    # Far outside cells only need to stay outside: clip before the integer cast.
+    cell = np.clip(cell, -2, span, out=cell).astype(index_type)
     inside = (cell >= -1) & (cell < span)
     base = np.arange(steps, dtype=index_type)[None, :] * index_type(stride[0]) \
         + cell * index_type(stride[1])
