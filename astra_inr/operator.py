@@ -160,8 +160,10 @@ class AstraOperator:
         vol2d, proj2d = geo.parallel3d_as_2d(vol_geom, proj_geom)
         if projector is None or projector == "cuda3d":
             dx, dy = geo.volume_grid(vol2d).voxel_size
-            # The 'linear' (Joseph) kernel, closest to cuda3d's, needs square pixels.
-            projector = "linear" if abs(dx - dy) <= 1e-6 * dx else "line"
+            if abs(dx - dy) > 1e-6 * dx:
+                raise ValueError("without a GPU a parallel3d problem runs on ASTRA's 2D CPU "
+                                 f"kernels, which need square pixels; these are {dx:g} x {dy:g}")
+            projector = "linear"              # Joseph's kernel, as in cuda3d
         pid = astra.create_projector(projector, proj2d, vol2d)
         vol_shape = geo.volume_grid(vol_geom).shape
         return cls("slicewise3d", pid, vol_shape, geo.projection_shape(proj_geom), False, True,

@@ -118,3 +118,12 @@ def test_3d_geometries_other_than_parallel3d_are_refused_without_gpu(monkeypatch
     cone = astra.create_proj_geom("cone", 1.0, 1.0, 4, 8, angles, 50, 20)
     with pytest.raises(astra.log.AstraError, match="needs ASTRA's CUDA projectors"):
         AstraOperator.create(astra.create_vol_geom(6, 6, 4), cone)
+
+
+def test_parallel3d_with_oblong_pixels_is_refused_by_name_without_gpu(monkeypatch):
+    monkeypatch.setattr(astra, "use_cuda", lambda: False)
+    angles = np.linspace(0, np.pi, 5, endpoint=False)
+    pg3 = astra.create_proj_geom("parallel3d", 1.0, 1.0, 2, 12, angles)
+    oblong = astra.create_vol_geom(6, 6, 2, -3, 3, -1.5, 1.5, -1, 1)     # pixels 1 x 0.5
+    with pytest.raises(ValueError, match="square pixels"):
+        AstraOperator.create(oblong, pg3)
