@@ -63,11 +63,11 @@ _TIES = np.array([0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4, np.pi, 1.25 * np.pi,
     # Detector pixels wider than the image's, arbitrary angles beyond one turn.
     (astra.create_vol_geom(33, 33),
      astra.create_proj_geom("parallel", 2.0, 9, np.random.default_rng(3).uniform(-7, 7, 40))),
-    # A shifted, tilted vector geometry.
+    # A shifted, tilted vector geometry whose ray vectors are not unit vectors.
     (astra.create_vol_geom(24, 24),
      {**astra.geom_2vec(astra.create_proj_geom("parallel", 1.2, 40, ANGLES)),
       "Vectors": astra.geom_2vec(astra.create_proj_geom("parallel", 1.2, 40, ANGLES))["Vectors"]
-      + np.array([0.0, 0.0, 3.3, -1.1, 0.02, 0.0])}),
+      * np.array([1.7, 1.7, 1.0, 1.0, 1.0, 1.0]) + np.array([0.0, 0.0, 3.3, -1.1, 0.02, 0.0])}),
 ])
 def test_vectorised_linear_kernel_is_astras_matrix(vg, pg):
     ours, theirs = joseph.linear_parallel_matrix(vg, pg), _astra_linear_matrix(vg, pg)
