@@ -62,6 +62,13 @@ class INRConfig:
         "(0) all but ignores, also steer the fit.  For data whose coarse content drifts while "
         "training (neutron scan: +1.5 dB at 0.05); it slows the edges elsewhere (tooth: "
         "-1.6 dB).", "unit_interval")
+    iterate_averaging: bool = _opt(
+        True, "IterateAveraging", "End a run whose data residual reached the data's error level "
+        "(within 1.25 x, before the decay) with the network's weights averaged over its last "
+        "steps: the second half of the constant learning rate and the decay.  There Adam's "
+        "fixed-size steps keep the weights moving around the fit the discrepancy rule holds, "
+        "and their mean lies closer to it; a run still descending towards the data keeps its "
+        "last weights.  The report's iterate_averaging says whether it was used.", "bool")
     fit_level: bool = _opt(
         True, "FitLevel", "At the end of each run(), scale the network's output so that the "
         "volume's overall level fits the data by plain least squares (one factor, folded into "

@@ -451,6 +451,10 @@ class INRTrainer:
         self.seconds = 0.0
         #: FitLevel's factor at the end of each run() (None where not applied).
         self.level_gains: list[float | None] = []
+        # Running mean of the weights over a run's last steps (IterateAveraging).
+        self._average: list[torch.Tensor] | None = None
+        self._average_steps = 0
+        self.iterate_averaging: dict[str, Any] = {"used": False, "why": "no run has ended"}
         self.data_residual: float | None = None
         #: What run_until_fitted did (None: not used).
         self.auto_iterations: dict[str, Any] | None = None
@@ -824,13 +828,18 @@ class INRTrainer:
 
     def _train(self, iterations: int, callback: ProgressCallback | None, callback_every: int,
                stage: str = "train", lr_at: Callable[[int], float] | None = None,
+               average_from: int | None = None, average_restart: bool = True,
                ) -> torch.Tensor:
         """Run ``iterations`` steps on the current network (histories and timers updated).
 
         ``lr_at(i)`` is step ``i``'s learning rate (default: :meth:`learning_rate_at`
-        for a run of ``iterations``).  Returns the data residual of each step done
+        for a run of ``iterations``).  From step ``average_from`` on, each step's
+        weights join the running mean (IterateAveraging; restarted there unless
+        ``average_restart`` is False).  Returns the data residual of each step done
         (fewer than ``iterations`` when the callback stopped the run), on the device.
         """
+        if not self.config.iterate_averaging:
+            average_from = None
         if lr_at is None:
             lr_at = lambda i: self.learning_rate_at(i, iterations)  # noqa: E731
         losses = torch.empty(iterations, device=self.device)
@@ -851,6 +860,8 @@ class INRTrainer:
                     tv_factors[i] = self._tv_factor
                 losses[i], residuals[i] = self._step()
                 done = i + 1
+                if average_from is not None and i >= average_from:
+                    self._accumulate_average(restart=average_restart and i == average_from)
                 if (self.total_iterations + done) % record_every == 0:
                     self._record_regularity(self.total_iterations + done)
                 if callback is not None and (done % callback_every == 0 or done == iterations):
@@ -896,11 +907,51 @@ class INRTrainer:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         if self.network is None:
             self.choose_scale(callback, callback_every)
-        self._train(int(iterations), callback, callback_every)
-        self._finish_run()
+        iterations = int(iterations)
+        knee = int(self.constant_fraction * iterations)
+        residuals = self._train(iterations, callback, callback_every, average_from=knee // 2)
+        reached = self._reached_error_level(residuals[max(0, knee - AUTO_WINDOW):knee])
+        self._finish_run(use_average=len(residuals) == iterations and reached)
 
-    def _finish_run(self) -> None:
-        """End of a run: FitLevel, a regularity record and the full data residual."""
+    def _accumulate_average(self, restart: bool) -> None:
+        """Add the current weights to the running mean (a fresh mean when ``restart``)."""
+        with torch.no_grad():
+            params = [p.detach() for p in self.network.parameters()]
+            if restart or self._average is None:
+                self._average = [p.clone() for p in params]
+                self._average_steps = 1
+            else:
+                self._average_steps += 1
+                torch._foreach_lerp_(self._average, params, 1.0 / self._average_steps)
+
+    def _reached_error_level(self, residuals: torch.Tensor) -> bool:
+        """Whether the mean of these step residuals is within AUTO_UNDERFIT x the error level."""
+        if residuals.numel() == 0 or not self.data_error_level > 0:
+            return False
+        return float(residuals.mean()) <= AUTO_UNDERFIT * self.data_error_level
+
+    def _finish_run(self, use_average: bool = False) -> None:
+        """End of a run: the averaged weights (IterateAveraging, where ``use_average``),
+        FitLevel, a regularity record and the full data residual."""
+        if not self.config.iterate_averaging:
+            why = "IterateAveraging is off"
+        elif not use_average:
+            why = ("the run ended before its residual reached "
+                   f"{AUTO_UNDERFIT:g} x the data's error level: its last weights are kept")
+        elif self._average is None:
+            why = "the run was too short to average"
+        else:
+            why = None
+        used = why is None
+        if used:
+            with torch.no_grad():
+                # In place: captured CUDA graphs keep reading the same parameter memory.
+                for param, mean in zip(self.network.parameters(), self._average):
+                    param.copy_(mean)
+            self._image = None
+        self.iterate_averaging = {"used": used, "steps": self._average_steps if used else 0,
+                                  **({} if used else {"why": why})}
+        self._average, self._average_steps = None, 0
         with torch.no_grad():
             projections = self.operator.forward(self.image())
             if self.config.fit_level:
@@ -972,14 +1023,17 @@ class INRTrainer:
                 return None
             return lambda p: callback(replace(p, iteration=done + p.iteration, iterations=planned))
 
+        reached = False
         for k in range(int(max_rounds)):
+            # Each block averages its second half, kept if it turns out to be the last.
             residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
-                                    callback_every, lr_at=lambda i: lr0)
+                                    callback_every, lr_at=lambda i: lr0, average_from=block // 2)
             if len(residuals) < block:
                 stopped, interrupted = "the callback stopped the run", True
                 break
             now = float(residuals[-AUTO_WINDOW:].mean())
             blocks.append({"iterations": self.total_iterations, "data_residual": now})
+            reached = now <= goal
             if now <= goal:
                 stopped = (f"residual {now:.4g} within {AUTO_UNDERFIT:g} x the data's error "
                            f"level ({self.data_error_level:.4g})")
@@ -990,10 +1044,14 @@ class INRTrainer:
                            f"{now:.4g})")
                 break
         n_decay = (round_iterations - block) * len(blocks)
+        average = not interrupted and reached
         if not interrupted and n_decay > 0:
-            self._train(n_decay, relay(len(blocks) * block, len(blocks) * round_iterations),
-                        callback_every, lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)))
-        self._finish_run()
+            done = self._train(n_decay, relay(len(blocks) * block, len(blocks) * round_iterations),
+                               callback_every,
+                               lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)),
+                               average_from=0 if average else None, average_restart=False)
+            average = average and len(done) == n_decay
+        self._finish_run(use_average=average)
         self.auto_iterations = {
             "blocks": blocks, "iterations": self.total_iterations - start, "stopped": stopped,
             "rule": (f"constant learning rate in blocks of {block} iterations, at most "
@@ -1125,6 +1183,7 @@ class INRTrainer:
                                        "towards TVWeight while above"),
             "tv_weight": self.tv_weight,
             "learning_rate": self.learning_rate,
+            "iterate_averaging": self.iterate_averaging,
             "level_fit": {
                 "gains": self.level_gains,
                 "rule": ("FitLevel: after each run() the output layer is multiplied by "
@@ -1182,7 +1241,7 @@ class INRTrainer:
                              "MinConstraint": c.min_constraint, "SupportMask": c.support_mask,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,
                              "DataWeighting": c.data_weighting, "RampFloor": c.ramp_floor,
-                             "FitLevel": c.fit_level},
+                             "FitLevel": c.fit_level, "IterateAveraging": c.iterate_averaging},
             "volume": self.grid.to_dict(),
             "operator": self.operator.describe(),
             # What the training steps projected with (ProjectorMatrix).

@@ -406,10 +406,13 @@ def _scripted_training(trainer, monkeypatch, residuals):
     """Replace trainer._train: constant-rate blocks end at the next residual of ``residuals``."""
     values = iter(residuals)
     calls = []
+    trainer.averaging_calls = []
 
-    def train(iterations, callback, callback_every, stage="train", lr_at=None):
+    def train(iterations, callback, callback_every, stage="train", lr_at=None,
+              average_from=None, average_restart=True):
         rates = [lr_at(i) for i in range(iterations)]
         calls.append(rates)
+        trainer.averaging_calls.append((average_from, average_restart))
         trainer.total_iterations += iterations
         value = next(values) if len(set(rates)) == 1 else 0.0
         return torch.full((iterations,), value)
@@ -441,6 +444,12 @@ def test_run_until_fitted_stops_at_the_error_level_a_plateau_or_the_most_blocks(
     assert [b["data_residual"] for b in out["blocks"]] == pytest.approx(residuals[:blocks])
     assert why in out["stopped"]
     assert tr.report()["auto_iterations"] == out
+    # Each block averages its second half; the decay continues the last block's mean only
+    # when the run reached its error level (the stub trains nothing, so nothing is averaged).
+    fitted = why == "within"
+    assert tr.averaging_calls == [(4, True)] * blocks + [(0 if fitted else None, False)]
+    if not fitted:
+        assert "last weights are kept" in tr.report()["iterate_averaging"]["why"]
     for bad in ({"max_rounds": 0}, {"round_iterations": 2.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             tr.run_until_fitted(**bad)
@@ -469,3 +478,36 @@ def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
     given = compare_methods(sino, ["INR"], dataclasses.replace(options, iterations=6),
                             ref)["INR"]
     assert given.iterations == 6 and given.choice == "given"
+
+
+@pytest.mark.parametrize("error_level, averaged", [(1.0, True), (1e-9, False)])
+def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
+        monkeypatch, error_level, averaged):
+    prob = make_problem(n=12, n_angles=8)
+    tr = _trainer(prob, fit_level=False)
+    tr.run(1)                                           # builds the network
+    tr.data_error_level = error_level
+    params = list(tr.network.parameters())
+    count = {"step": 0}
+
+    def step():
+        # Step k leaves every weight at k: their mean over a window is the window's mid value.
+        count["step"] += 1
+        with torch.no_grad():
+            for p in params:
+                p.fill_(float(count["step"]))
+        return torch.tensor(0.0), torch.tensor(0.5)
+
+    monkeypatch.setattr(tr, "_step", step)
+    tr.run(20)                  # constant rate for 16 steps: the mean runs over steps 8..20
+    expected = np.mean(np.arange(9, 21)) if averaged else 20.0
+    assert all(torch.allclose(p, torch.full_like(p, expected)) for p in params)
+    info = tr.report()["iterate_averaging"]
+    assert info["used"] is averaged and (info["steps"] == 12 if averaged else "why" in info)
+    # Off: the last weights, whatever the residual.
+    tr.config = dataclasses.replace(tr.config, iterate_averaging=False)
+    count["step"] = 0
+    tr.run(20)
+    assert torch.allclose(params[0], torch.full_like(params[0], 20.0))
+    assert tr.report()["iterate_averaging"] == {"used": False, "steps": 0,
+                                                "why": "IterateAveraging is off"}
