@@ -15,7 +15,9 @@ same data in other units gives the same network and the image in those units.
 
 Each call of :meth:`INRTrainer.run` continues from the current network and
 Adam state; the learning rate is constant for most of the call and decays
-at its end (:meth:`INRTrainer.learning_rate_at`).
+at its end (:meth:`INRTrainer.learning_rate_at`).  A call whose residual
+reached the data's error level before the decay ends with the weights
+averaged over its last steps (IterateAveraging).
 
 Large volumes are evaluated in chunks of voxels: the image is rendered
 without autograd, the loss gradient with respect to the image is computed
@@ -924,6 +926,13 @@ class INRTrainer:
                 self._average_steps += 1
                 torch._foreach_lerp_(self._average, params, 1.0 / self._average_steps)
 
+    def _plain_residual(self) -> float:
+        """||A x - y|| / ||y|| of the current network's volume (before FitLevel)."""
+        self._image = None
+        residual = self.operator.forward(self.image()) - self.y
+        self._image = None
+        return float(torch.linalg.vector_norm(residual, dtype=torch.float64)) / self.y_norm
+
     def _reached_error_level(self, residuals: torch.Tensor) -> bool:
         """Whether the mean of these step residuals is within AUTO_UNDERFIT x the error level."""
         if residuals.numel() == 0 or not self.data_error_level > 0:
@@ -943,14 +952,30 @@ class INRTrainer:
         else:
             why = None
         used = why is None
+        residuals: dict[str, float] = {}
         if used:
+            # The mean of weights is not the mean of images: where the weights travelled far
+            # (a clean fit still sharpening), their mean can be a much worse network.  So it is
+            # kept only if it fits the data as well as the last weights or within the level.
+            params = list(self.network.parameters())
             with torch.no_grad():
+                last = [p.detach().clone() for p in params]
+                residuals["last"] = self._plain_residual()
                 # In place: captured CUDA graphs keep reading the same parameter memory.
-                for param, mean in zip(self.network.parameters(), self._average):
+                for param, mean in zip(params, self._average):
                     param.copy_(mean)
-            self._image = None
+                residuals["averaged"] = self._plain_residual()
+                bound = max(residuals["last"], AUTO_UNDERFIT * self.data_error_level)
+                if residuals["averaged"] > bound:
+                    for param, value in zip(params, last):
+                        param.copy_(value)
+                    self._image = None
+                    used = False
+                    why = (f"the averaged weights fit the data worse ({residuals['averaged']:.4g} "
+                           f"against {residuals['last']:.4g}): the last weights are kept")
         self.iterate_averaging = {"used": used, "steps": self._average_steps if used else 0,
-                                  **({} if used else {"why": why})}
+                                  **({} if used else {"why": why}),
+                                  **({"data_residuals": residuals} if residuals else {})}
         self._average, self._average_steps = None, 0
         with torch.no_grad():
             projections = self.operator.forward(self.image())

@@ -511,3 +511,29 @@ def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
     assert torch.allclose(params[0], torch.full_like(params[0], 20.0))
     assert tr.report()["iterate_averaging"] == {"used": False, "steps": 0,
                                                 "why": "IterateAveraging is off"}
+
+
+def test_averaged_weights_that_fit_worse_than_the_last_are_not_kept(monkeypatch):
+    prob = make_problem(n=12, n_angles=8)
+    tr = _trainer(prob, fit_level=False)
+    tr.run(1)
+    tr.data_error_level = 0.4                          # steps report 0.5: within 1.25 x
+    params = list(tr.network.parameters())
+    count = {"step": 0}
+
+    def step():
+        count["step"] += 1
+        with torch.no_grad():
+            for p in params:
+                p.fill_(float(count["step"]))
+        return torch.tensor(0.0), torch.tensor(0.5)
+
+    monkeypatch.setattr(tr, "_step", step)
+    # The last weights fit to 0.1, their mean to 0.6: above both 0.1 and 1.25 x 0.4.
+    fits = iter([0.1, 0.6])
+    monkeypatch.setattr(tr, "_plain_residual", lambda: next(fits))
+    tr.run(20)
+    assert all(torch.allclose(p, torch.full_like(p, 20.0)) for p in params)
+    info = tr.report()["iterate_averaging"]
+    assert not info["used"] and "fit the data worse" in info["why"]
+    assert info["data_residuals"] == {"last": 0.1, "averaged": 0.6}
