@@ -480,25 +480,30 @@ def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
     assert given.iterations == 6 and given.choice == "given"
 
 
-@pytest.mark.parametrize("error_level, averaged", [(1.0, True), (1e-9, False)])
-def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
-        monkeypatch, error_level, averaged):
-    prob = make_problem(n=12, n_angles=8)
-    tr = _trainer(prob, fit_level=False)
+def _trainer_whose_step_k_sets_every_weight_to_k(monkeypatch, error_level):
+    """A built trainer (FitLevel off) whose steps report a residual of 0.5 and set every
+    weight to the step's number, so a mean over a window is the window's mid value."""
+    tr = _trainer(make_problem(n=12, n_angles=8), fit_level=False)
     tr.run(1)                                           # builds the network
     tr.data_error_level = error_level
     params = list(tr.network.parameters())
-    count = {"step": 0}
+    tr.step_count = 0
 
     def step():
-        # Step k leaves every weight at k: their mean over a window is the window's mid value.
-        count["step"] += 1
+        tr.step_count += 1
         with torch.no_grad():
             for p in params:
-                p.fill_(float(count["step"]))
+                p.fill_(float(tr.step_count))
         return torch.tensor(0.0), torch.tensor(0.5)
 
     monkeypatch.setattr(tr, "_step", step)
+    return tr, params
+
+
+@pytest.mark.parametrize("error_level, averaged", [(1.0, True), (1e-9, False)])
+def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
+        monkeypatch, error_level, averaged):
+    tr, params = _trainer_whose_step_k_sets_every_weight_to_k(monkeypatch, error_level)
     tr.run(20)                  # constant rate for 16 steps: the mean runs over steps 8..20
     expected = np.mean(np.arange(9, 21)) if averaged else 20.0
     assert all(torch.allclose(p, torch.full_like(p, expected)) for p in params)
@@ -506,7 +511,7 @@ def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
     assert info["used"] is averaged and (info["steps"] == 12 if averaged else "why" in info)
     # Off: the last weights, whatever the residual.
     tr.config = dataclasses.replace(tr.config, iterate_averaging=False)
-    count["step"] = 0
+    tr.step_count = 0
     tr.run(20)
     assert torch.allclose(params[0], torch.full_like(params[0], 20.0))
     assert tr.report()["iterate_averaging"] == {"used": False, "steps": 0,
@@ -514,21 +519,8 @@ def test_a_run_at_its_error_level_ends_with_the_mean_of_its_last_weights(
 
 
 def test_averaged_weights_that_fit_worse_than_the_last_are_not_kept(monkeypatch):
-    prob = make_problem(n=12, n_angles=8)
-    tr = _trainer(prob, fit_level=False)
-    tr.run(1)
-    tr.data_error_level = 0.4                          # steps report 0.5: within 1.25 x
-    params = list(tr.network.parameters())
-    count = {"step": 0}
-
-    def step():
-        count["step"] += 1
-        with torch.no_grad():
-            for p in params:
-                p.fill_(float(count["step"]))
-        return torch.tensor(0.0), torch.tensor(0.5)
-
-    monkeypatch.setattr(tr, "_step", step)
+    # Steps report 0.5: within 1.25 x the level 0.4.
+    tr, params = _trainer_whose_step_k_sets_every_weight_to_k(monkeypatch, 0.4)
     # The last weights fit to 0.1, their mean to 0.6: above both 0.1 and 1.25 x 0.4.
     fits = iter([0.1, 0.6])
     monkeypatch.setattr(tr, "_plain_residual", lambda: next(fits))
