@@ -926,12 +926,12 @@ class INRTrainer:
                 self._average_steps += 1
                 torch._foreach_lerp_(self._average, params, 1.0 / self._average_steps)
 
-    def _plain_residual(self) -> float:
-        """||A x - y|| / ||y|| of the current network's volume (before FitLevel)."""
+    def _projections(self) -> tuple[torch.Tensor, float]:
+        """A x of the current network's volume and ||A x - y|| / ||y|| (before FitLevel)."""
         self._image = None
-        residual = self.operator.forward(self.image()) - self.y
-        self._image = None
-        return float(torch.linalg.vector_norm(residual, dtype=torch.float64)) / self.y_norm
+        projections = self.operator.forward(self.image())
+        residual = float(torch.linalg.vector_norm(projections - self.y, dtype=torch.float64))
+        return projections, residual / self.y_norm
 
     def _reached_error_level(self, residuals: torch.Tensor) -> bool:
         """Whether the mean of these step residuals is within AUTO_UNDERFIT x the error level."""
@@ -953,6 +953,7 @@ class INRTrainer:
             why = None
         used = why is None
         residuals: dict[str, float] = {}
+        projections = None
         if used:
             # The mean of weights is not the mean of images: where the weights travelled far
             # (a clean fit still sharpening), their mean can be a much worse network.  So it is
@@ -960,16 +961,16 @@ class INRTrainer:
             params = list(self.network.parameters())
             with torch.no_grad():
                 last = [p.detach().clone() for p in params]
-                residuals["last"] = self._plain_residual()
+                residuals["last"] = self._projections()[1]
                 # In place: captured CUDA graphs keep reading the same parameter memory.
                 for param, mean in zip(params, self._average):
                     param.copy_(mean)
-                residuals["averaged"] = self._plain_residual()
+                projections, residuals["averaged"] = self._projections()
                 bound = max(residuals["last"], AUTO_UNDERFIT * self.data_error_level)
                 if residuals["averaged"] > bound:
                     for param, value in zip(params, last):
                         param.copy_(value)
-                    self._image = None
+                    self._image, projections = None, None
                     used = False
                     why = (f"the averaged weights fit the data worse ({residuals['averaged']:.4g} "
                            f"against {residuals['last']:.4g}): the last weights are kept")
@@ -978,7 +979,8 @@ class INRTrainer:
                                   **({"data_residuals": residuals} if residuals else {})}
         self._average, self._average_steps = None, 0
         with torch.no_grad():
-            projections = self.operator.forward(self.image())
+            if projections is None:
+                projections = self.operator.forward(self.image())
             if self.config.fit_level:
                 projections = self._fit_level(projections)
             self._record_regularity(self.total_iterations)

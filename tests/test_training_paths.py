@@ -523,7 +523,7 @@ def test_averaged_weights_that_fit_worse_than_the_last_are_not_kept(monkeypatch)
     tr, params = _trainer_whose_step_k_sets_every_weight_to_k(monkeypatch, 0.4)
     # The last weights fit to 0.1, their mean to 0.6: above both 0.1 and 1.25 x 0.4.
     fits = iter([0.1, 0.6])
-    monkeypatch.setattr(tr, "_plain_residual", lambda: next(fits))
+    monkeypatch.setattr(tr, "_projections", lambda: (None, next(fits)))
     tr.run(20)
     assert all(torch.allclose(p, torch.full_like(p, 20.0)) for p in params)
     info = tr.report()["iterate_averaging"]
