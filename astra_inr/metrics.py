@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["psnr", "ssim", "data_range"]
+__all__ = ["psnr", "ssim", "data_range", "noise_free_ssim"]
 
 
 def data_range(reference: np.ndarray) -> float:
@@ -66,16 +66,59 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
     c1 = (0.01 * rng) ** 2
     c2 = (0.03 * rng) ** 2
 
-    def blur(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(a, sigma, truncate=3.5, mode="reflect")
-
-    mu_x, mu_y = blur(img), blur(ref)
-    sxx = blur(img * img) - mu_x ** 2
-    syy = blur(ref * ref) - mu_y ** 2
-    sxy = blur(img * ref) - mu_x * mu_y
+    mu_x, mu_y = _blur(img, sigma), _blur(ref, sigma)
+    sxx = _blur(img * img, sigma) - mu_x ** 2
+    syy = _blur(ref * ref, sigma) - mu_y ** 2
+    sxy = _blur(img * ref, sigma) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
-    smap = num / den
+    return _core_mean(num / den, sigma)
+
+
+def noise_free_ssim(reference: np.ndarray, noise: np.ndarray, sigma: float = 1.5,
+                    range_: float | None = None) -> float:
+    """At most the SSIM a noise-free image scores against a noisy reference, from a sample
+    of the reference's noise.
+
+    For a reference ``R = T + n`` whose noise ``n`` has zero mean and is independent
+    of the truth ``T``, the perfect image ``T`` has, window by window and in
+    expectation, R's mean, the variance ``var_T = var_R - var_n`` and covariance
+    ``var_T`` with R.  Its SSIM term is then
+    ``(2 var_T + C2) / (var_T + var_R + C2)`` (the luminance term is 1), computed
+    with :func:`ssim`'s window, constants and border.  It falls short of 1
+    wherever the noise is comparable to the structure, however good the image:
+    a method can only come closer to such a reference by reproducing its noise.
+
+    ``var_T`` is estimated per window from noisy local variances and clipped at
+    0; the clipping raises its mean and the SSIM term grows with it, so this is
+    an upper estimate.  Measured on a synthetic image with white noise: 0.962
+    against the actual 0.955, 0.84 against 0.81, 0.49 against 0.40 as the noise
+    grows.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray
+        2D or 3D reference.
+    noise : numpy.ndarray
+        Same shape: an image with the reference's noise and none of its signal
+        (e.g. half the difference of two reconstructions from alternate angles).
+    sigma, range_ :
+        As for :func:`ssim`.
+    """
+    ref, n = _check(reference, noise)
+    rng = data_range(ref) if range_ is None else float(range_)
+    c2 = (0.03 * rng) ** 2
+    var_r = _blur(ref * ref, sigma) - _blur(ref, sigma) ** 2
+    var_n = _blur(n * n, sigma) - _blur(n, sigma) ** 2
+    var_t = np.clip(var_r - var_n, 0.0, None)
+    return _core_mean((2 * var_t + c2) / (var_t + var_r + c2), sigma)
+
+
+def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(a, sigma, truncate=3.5, mode="reflect")
+
+
+def _core_mean(smap: np.ndarray, sigma: float) -> float:
     # Like skimage, ignore the border where the window leaves the image.
     pad = int(3.5 * sigma + 0.5)
     core = tuple(slice(pad, n - pad) if n > 2 * pad else slice(None) for n in smap.shape)
