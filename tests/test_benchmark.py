@@ -228,3 +228,51 @@ def test_independent_reference_is_sirt_on_the_left_out_angles_only(bench):
     assert summaries["FBP"]["independent_psnr"] != pytest.approx(
         score(results["FBP"].volume, reference_from_full_data(given, options, 20)[0])[0])
     assert "left-out 20 angles" in note
+
+
+def test_reference_ceiling_estimates_the_references_own_noise(bench):
+    import numpy as np
+
+    from astra_inr.cases import (AngleSubset, case_from_phantom, held_out_angles,
+                                 reference_from_full_data, subset_angles)
+    from astra_inr.compare import score
+    from astra_inr.metrics import psnr
+    from astra_inr.recon import ReconOptions
+
+    y, x = np.mgrid[-1:1:48j, -1:1:48j]
+    image = ((x ** 2 + y ** 2) < 0.5).astype(np.float32) + 0.5 * (np.abs(x - 0.2) < 0.15)
+    noisy, _, _ = case_from_phantom(image, 90, noise=0.03, seed=1)
+    clean, _, _ = case_from_phantom(image, 90, noise=0.0, seed=1)
+    options = ReconOptions(device="cpu")
+    reference = reference_from_full_data(noisy, options, 30)[0]
+    # What the reference would be without noise: the same SIRT on the noise-free data.
+    noise_free = reference_from_full_data(clean, options, 30)[0]
+    subset = AngleSubset(step=4)
+    ceiling = bench.reference_ceiling(subset_angles(noisy, subset), held_out_angles(noisy, subset),
+                                      reference, options, 30)
+    assert "error" not in ceiling, ceiling
+    actual_rms = float(np.sqrt(np.mean((reference - noise_free) ** 2)))
+    rng = float(reference.max() - reference.min())
+    assert ceiling["noise_rms"] == pytest.approx(actual_rms / rng, rel=0.25)
+    assert ceiling["psnr"] == pytest.approx(psnr(noise_free, reference), abs=0.5)
+    # An upper estimate of the SSIM (measured here: 0.939 against 0.897).
+    actual_ssim = score(noise_free, reference)[1]
+    assert actual_ssim <= ceiling["ssim"] <= actual_ssim + 0.06
+    assert "90 angles (30 and 30 iterations)" in ceiling["how"]
+    # An aid to reading the scores: a failure is reported, never raised.
+    broken = bench.reference_ceiling(subset_angles(noisy, subset), held_out_angles(noisy, subset),
+                                     reference[..., :10], options, 30)
+    assert set(broken) == {"error"}
+
+
+def test_ceiling_table_puts_the_bar_beside_the_noise_free_score(bench):
+    real = {"id": "neutron-quarter", "status": "ok",
+            "reference_ceiling": {"psnr": 48.0, "ssim": 0.975},
+            "methods": {"FBP": {"psnr": 30.0, "ssim": 0.60},
+                        "SIRT": {"psnr": 42.7, "ssim": 0.956},
+                        "INR": {"psnr": 41.0, "ssim": 0.950}}}
+    failed_ceiling = dict(real, id="tooth-step4", reference_ceiling={"error": "boom"})
+    assert bench.ceiling_table([failed_ceiling]) is None
+    lines = bench.ceiling_table([real, failed_ceiling]).splitlines()
+    assert lines[2] == "| neutron-quarter | 42.70 / 0.956 | 41.00 / 0.950 | 44.20 / 0.986 | 48.00 / 0.975 |"
+    assert len([line for line in lines if line.startswith("| ")]) == 2
