@@ -43,8 +43,8 @@ input's noise gains nothing from it; it is still SIRT, with SIRT's smoothing
 and the left-out data's own noise.  The target is read from the first table.
 Under the tables, each real scan's reference ceiling: what an image free of
 noise would score against the all-angle reference (:func:`reference_ceiling`;
-``--no-ceiling`` skips its two SIRT runs per real scan), so a bar that lies near or beyond it reads as the reference's limit, not the
-method's):
+``--no-ceiling`` skips its two SIRT runs per real scan), so a bar that lies
+near or beyond it reads as the reference's limit, not the method's):
 
 * ``tooth-step4``: the APS tooth scan ``aps_tooth_dxchange.h5`` (DXchange,
   181 angles over 180 degrees, 2 rows x 640 columns): flat/dark correction,
