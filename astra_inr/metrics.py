@@ -77,8 +77,8 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
 
 def noise_free_ssim(reference: np.ndarray, noise: np.ndarray, sigma: float = 1.5,
                     range_: float | None = None) -> float:
-    """At most the SSIM a noise-free image scores against a noisy reference, from a sample
-    of the reference's noise.
+    """An upper estimate of the SSIM a noise-free image scores against a noisy reference,
+    from a sample of the reference's noise.
 
     For a reference ``R = T + n`` whose noise ``n`` has zero mean and is independent
     of the truth ``T``, the perfect image ``T`` has, window by window and in
