@@ -961,7 +961,7 @@ class INRTrainer:
             params = list(self.network.parameters())
             with torch.no_grad():
                 last = [p.detach().clone() for p in params]
-                residuals["last"] = self._projections()[1]
+                last_projections, residuals["last"] = self._projections()
                 # In place: captured CUDA graphs keep reading the same parameter memory.
                 for param, mean in zip(params, self._average):
                     param.copy_(mean)
@@ -970,7 +970,7 @@ class INRTrainer:
                 if residuals["averaged"] > bound:
                     for param, value in zip(params, last):
                         param.copy_(value)
-                    self._image, projections = None, None
+                    self._image, projections = None, last_projections
                     used = False
                     why = (f"the averaged weights fit the data worse ({residuals['averaged']:.4g} "
                            f"against {residuals['last']:.4g}): the last weights are kept")
@@ -1061,7 +1061,7 @@ class INRTrainer:
             now = float(residuals[-AUTO_WINDOW:].mean())
             blocks.append({"iterations": self.total_iterations, "data_residual": now})
             reached = now <= goal
-            if now <= goal:
+            if reached:
                 stopped = (f"residual {now:.4g} within {AUTO_UNDERFIT:g} x the data's error "
                            f"level ({self.data_error_level:.4g})")
                 break

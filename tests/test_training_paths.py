@@ -522,10 +522,13 @@ def test_averaged_weights_that_fit_worse_than_the_last_are_not_kept(monkeypatch)
     # Steps report 0.5: within 1.25 x the level 0.4.
     tr, params = _trainer_whose_step_k_sets_every_weight_to_k(monkeypatch, 0.4)
     # The last weights fit to 0.1, their mean to 0.6: above both 0.1 and 1.25 x 0.4.
-    fits = iter([0.1, 0.6])
-    monkeypatch.setattr(tr, "_projections", lambda: (None, next(fits)))
+    # The last weights' projections stand in as the data themselves, the mean's as twice them.
+    fits = iter([(tr.y.clone(), 0.1), (2 * tr.y, 0.6)])
+    monkeypatch.setattr(tr, "_projections", lambda: next(fits))
     tr.run(20)
     assert all(torch.allclose(p, torch.full_like(p, 20.0)) for p in params)
     info = tr.report()["iterate_averaging"]
     assert not info["used"] and "fit the data worse" in info["why"]
     assert info["data_residuals"] == {"last": 0.1, "averaged": 0.6}
+    # The run's residual comes from the last weights' projections, not from another pass.
+    assert tr.data_residual == pytest.approx(0.0, abs=1e-6)
