@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["psnr", "ssim", "data_range", "noise_free_ssim"]
+__all__ = ["psnr", "ssim", "data_range", "noise_free_ssim", "object_region"]
 
 
 def data_range(reference: np.ndarray) -> float:
@@ -48,7 +48,7 @@ def psnr(image: np.ndarray, reference: np.ndarray, range_: float | None = None) 
 
 
 def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
-         range_: float | None = None) -> float:
+         range_: float | None = None, region: np.ndarray | None = None) -> float:
     """Mean structural similarity (Gaussian window).
 
     Parameters
@@ -60,6 +60,9 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
     range_ : float, optional
         Data range for the constants K1, K2 (default: the reference's
         max - min; pass the whole volume's when scoring it slice by slice).
+    region : numpy.ndarray of bool, optional
+        Same shape: average the SSIM map only over windows centred here
+        (e.g. :func:`object_region`); default: every window clear of the border.
     """
     img, ref = _check(image, reference)
     rng = data_range(ref) if range_ is None else float(range_)
@@ -72,11 +75,11 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
     sxy = _blur(img * ref, sigma) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
-    return _core_mean(num / den, sigma)
+    return _core_mean(num / den, sigma, region)
 
 
 def noise_free_ssim(reference: np.ndarray, noise: np.ndarray, sigma: float = 1.5,
-                    range_: float | None = None) -> float:
+                    range_: float | None = None, region: np.ndarray | None = None) -> float:
     """An upper estimate of the SSIM a noise-free image scores against a noisy reference,
     from a sample of the reference's noise.
 
@@ -102,7 +105,7 @@ def noise_free_ssim(reference: np.ndarray, noise: np.ndarray, sigma: float = 1.5
     noise : numpy.ndarray
         Same shape: an image with the reference's noise and none of its signal
         (e.g. half the difference of two reconstructions from alternate angles).
-    sigma, range_ :
+    sigma, range_, region :
         As for :func:`ssim`.
     """
     ref, n = _check(reference, noise)
@@ -111,15 +114,57 @@ def noise_free_ssim(reference: np.ndarray, noise: np.ndarray, sigma: float = 1.5
     var_r = _blur(ref * ref, sigma) - _blur(ref, sigma) ** 2
     var_n = _blur(n * n, sigma) - _blur(n, sigma) ** 2
     var_t = np.clip(var_r - var_n, 0.0, None)
-    return _core_mean((2 * var_t + c2) / (var_t + var_r + c2), sigma)
+    return _core_mean((2 * var_t + c2) / (var_t + var_r + c2), sigma, region)
+
+
+def object_region(reference: np.ndarray, sigma: float = 3.0, fraction: float = 0.05,
+                  range_: float | None = None) -> np.ndarray:
+    """Where the reference holds the object rather than the empty space around it.
+
+    A pixel belongs to the object when the reference's local mean (Gaussian,
+    ``sigma`` pixels) lies at least ``fraction`` of the range above the
+    reference's minimum.  The blur averages a noisy reference's noise away, so
+    empty space whose values are noise (clipped at 0 by a non-negative SIRT)
+    stays out, and thin parts of the object stay in.  SSIM over the whole field
+    is dominated by such empty space wherever the object fills little of it;
+    within this region it scores the object.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray
+        2D or 3D reference.
+    sigma : float
+        Width of the local mean in pixels.
+    fraction : float
+        Threshold above the minimum, as a fraction of the range.
+    range_ : float, optional
+        The range (default: the reference's max - min; pass the whole volume's
+        when working slice by slice).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Same shape as ``reference``.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    rng = data_range(ref) if range_ is None else float(range_)
+    return _blur(ref, sigma) >= float(ref.min()) + fraction * rng
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(a, sigma, truncate=3.5, mode="reflect")
 
 
-def _core_mean(smap: np.ndarray, sigma: float) -> float:
+def _core_mean(smap: np.ndarray, sigma: float, region: np.ndarray | None = None) -> float:
     # Like skimage, ignore the border where the window leaves the image.
     pad = int(3.5 * sigma + 0.5)
     core = tuple(slice(pad, n - pad) if n > 2 * pad else slice(None) for n in smap.shape)
-    return float(smap[core].mean())
+    if region is None:
+        return float(smap[core].mean())
+    region = np.asarray(region, dtype=bool)
+    if region.shape != smap.shape:
+        raise ValueError(f"region shape {region.shape} differs from the image shape {smap.shape}")
+    inside = region[core]
+    if not inside.any():
+        raise ValueError("the region holds no window clear of the border")
+    return float(smap[core][inside].mean())
