@@ -258,6 +258,9 @@ def test_reference_ceiling_estimates_the_references_own_noise(bench):
     # An upper estimate of the SSIM (measured here: 0.939 against 0.897).
     actual_ssim = score(noise_free, reference)[1]
     assert actual_ssim <= ceiling["ssim"] <= actual_ssim + 0.06
+    # Within the object the clipping of local variances hardly matters (measured: 0.918 both).
+    actual_object = bench.object_scores(noise_free, reference)[0]
+    assert ceiling["object_ssim"] == pytest.approx(actual_object, abs=0.02)
     assert "90 angles (30 and 30 iterations)" in ceiling["how"]
     # An aid to reading the scores: a failure is reported, never raised.
     broken = bench.reference_ceiling(subset_angles(noisy, subset), held_out_angles(noisy, subset),
@@ -276,3 +279,36 @@ def test_ceiling_table_puts_the_bar_beside_the_noise_free_score(bench):
     lines = bench.ceiling_table([real, failed_ceiling]).splitlines()
     assert lines[2] == "| neutron-quarter | 42.70 / 0.956 | 41.00 / 0.950 | 44.20 / 0.986 | 48.00 / 0.975 |"
     assert len([line for line in lines if line.startswith("| ")]) == 2
+
+
+def test_object_scores_leave_out_the_empty_space_around_the_object(bench):
+    import numpy as np
+
+    y, x = np.mgrid[-1:1:64j, -1:1:64j]
+    truth = ((x ** 2 + y ** 2) < 0.3) * (1.0 + 0.3 * np.sin(6 * x))
+    noise = 0.03 * np.random.default_rng(2).standard_normal(truth.shape)
+    reference = np.clip(truth + noise, 0.0, None)[None]        # a non-negative SIRT's air
+    within, share = bench.object_scores(truth[None], reference)
+    assert 0.24 < share < 0.45          # the disc (0.24 of the field) and a margin of about 5 pixels
+    assert within > bench.score(truth[None], reference)[1] + 0.05
+    summaries = {"INR": {}, "SIRT": {}}
+    results = {name: type("R", (), {"volume": v})()
+               for name, v in (("INR", truth[None]), ("SIRT", 0.9 * truth[None]))}
+    assert bench.add_object_scores(results, summaries, reference) == pytest.approx(share)
+    assert summaries["INR"]["object_ssim"] == pytest.approx(within)
+    assert summaries["SIRT"]["object_ssim"] < within
+
+
+def test_object_table_puts_the_noise_free_score_beside_the_methods(bench):
+    real = {"id": "tooth-step4", "status": "ok", "object_fraction": 0.41,
+            "reference_ceiling": {"psnr": 37.0, "ssim": 0.935, "object_ssim": 0.894},
+            "methods": {"SIRT": {"object_ssim": 0.744}, "INR": {"object_ssim": 0.820}}}
+    no_ceiling = dict(real, id="neutron-quarter", reference_ceiling={"error": "boom"})
+    phantom_case = {"id": "ct-30-n0", "status": "ok", "methods": {"INR": {"ssim": 0.9}}}
+    assert bench.object_table([phantom_case], ["SIRT", "INR"]) is None
+    lines = bench.object_table([phantom_case, real, no_ceiling], ["SIRT", "INR"]).splitlines()
+    assert lines[0] == ("| case (SSIM within the object) | SIRT | INR | INR - best other |"
+                        " object's share | a noise-free image |")
+    assert lines[1] == "|---|---|---|---|---|---|"
+    assert lines[2] == "| tooth-step4 | 0.744 | 0.820 | +0.076 | 0.41 | 0.894 |"
+    assert lines[3] == "| neutron-quarter | 0.744 | 0.820 | +0.076 | 0.41 | - |"
