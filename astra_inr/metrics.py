@@ -14,7 +14,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["psnr", "ssim", "data_range", "noise_free_ssim", "object_region"]
+__all__ = ["psnr", "ssim", "data_range", "noise_free_ssim", "object_region", "EmptyRegionError"]
+
+
+class EmptyRegionError(ValueError):
+    """The region given to :func:`ssim` holds no window clear of the image's border."""
 
 
 def data_range(reference: np.ndarray) -> float:
@@ -63,6 +67,7 @@ def ssim(image: np.ndarray, reference: np.ndarray, sigma: float = 1.5,
     region : numpy.ndarray of bool, optional
         Same shape: average the SSIM map only over windows centred here
         (e.g. :func:`object_region`); default: every window clear of the border.
+        :class:`EmptyRegionError` if it holds none.
     """
     img, ref = _check(image, reference)
     rng = data_range(ref) if range_ is None else float(range_)
@@ -166,5 +171,5 @@ def _core_mean(smap: np.ndarray, sigma: float, region: np.ndarray | None = None)
         raise ValueError(f"region shape {region.shape} differs from the image shape {smap.shape}")
     inside = region[core]
     if not inside.any():
-        raise ValueError("the region holds no window clear of the border")
+        raise EmptyRegionError("the region holds no window clear of the border")
     return float(smap[core][inside].mean())

@@ -167,7 +167,7 @@ import astra_inr  # noqa: F401  (registers the INR plugin)
 from astra_inr.cases import (AngleSubset, case_from_phantom, case_from_scan,
                              reference_from_full_data)
 from astra_inr.compare import METHODS, MethodResult, compare_methods, score
-from astra_inr.metrics import noise_free_ssim, object_region, psnr, ssim
+from astra_inr.metrics import EmptyRegionError, noise_free_ssim, object_region, psnr, ssim
 # Imported with the rest, not when the first figure is due: a long run must not
 # pick up a different version of the package (an editable install edited meanwhile).
 from astra_inr.comparison_report import write_comparison
@@ -660,9 +660,9 @@ def reference_ceiling(given: Sinograms, heldout: Sinograms, reference: np.ndarra
         return {"psnr": psnr(ref + noise, ref),
                 "ssim": float(np.mean([noise_free_ssim(r, n, range_=rng)
                                        for r, n in zip(ref, noise)])),
-                "object_ssim": float(np.mean([
-                    noise_free_ssim(r, n, range_=rng, region=object_region(r, range_=rng))
-                    for r, n in zip(ref, noise)])),
+                "object_ssim": within_object(
+                    lambda k, region: noise_free_ssim(ref[k], noise[k], range_=rng,
+                                                      region=region), ref, rng),
                 "noise_rms": float(np.sqrt(np.mean(noise ** 2))) / rng,
                 "how": (f"SIRT on alternate halves of all {len(angles)} angles "
                         f"({even.iterations} and {odd.iterations} iterations); the reference's "
@@ -708,16 +708,34 @@ def add_independent_scores(results: dict[str, MethodResult],
             result.volume, reference)
 
 
-def object_scores(volume: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+def object_scores(volume: np.ndarray, reference: np.ndarray) -> tuple[float | None, float]:
     """(SSIM within the object, the object's share of the pixels), slice by slice as
     :func:`astra_inr.compare.score`, the object taken from the reference alone
-    (:func:`astra_inr.metrics.object_region`)."""
+    (:func:`astra_inr.metrics.object_region`).
+
+    Slices where the object reaches no window clear of the border (the empty
+    end of a stack) are left out of the mean; None if that is every slice.
+    """
     vol = np.asarray(volume, np.float64).reshape(-1, *volume.shape[-2:])
     ref = np.asarray(reference, np.float64).reshape(vol.shape)
     rng = float(ref.max() - ref.min())
-    regions = [object_region(r, range_=rng) for r in ref]
-    values = [ssim(v, r, range_=rng, region=m) for v, r, m in zip(vol, ref, regions)]
-    return float(np.mean(values)), float(np.mean(regions))
+    within = within_object(lambda k, region: ssim(vol[k], ref[k], range_=rng, region=region),
+                           ref, rng)
+    return within, float(np.mean([object_region(r, range_=rng) for r in ref]))
+
+
+def within_object(score_slice: Callable[[int, np.ndarray], float], reference: np.ndarray,
+                  range_: float) -> float | None:
+    """Mean over the reference's slices of ``score_slice(k, region)``, the region being
+    slice k's object (:func:`astra_inr.metrics.object_region`); slices whose object
+    reaches no window clear of the border are left out; None if every slice is."""
+    values = []
+    for k, r in enumerate(reference):
+        try:
+            values.append(score_slice(k, object_region(r, range_=range_)))
+        except EmptyRegionError:
+            continue
+    return float(np.mean(values)) if values else None
 
 
 def add_object_scores(results: dict[str, MethodResult], summaries: dict[str, dict[str, Any]],

@@ -297,6 +297,14 @@ def test_object_scores_leave_out_the_empty_space_around_the_object(bench):
     assert bench.add_object_scores(results, summaries, reference) == pytest.approx(share)
     assert summaries["INR"]["object_ssim"] == pytest.approx(within)
     assert summaries["SIRT"]["object_ssim"] < within
+    # An empty slice (the end of a stack) has no object: left out, not a failure.
+    stack = np.stack([reference[0], np.zeros_like(reference[0])])
+    image = np.stack([truth, np.zeros_like(truth)])
+    assert bench.object_scores(image, stack) == pytest.approx((within, share / 2))
+    speck = np.zeros((1, 64, 64))
+    speck[0, 0, 0] = 1.0                        # an object in the corner, within the border
+    within_speck, share_speck = bench.object_scores(np.zeros_like(speck), speck)
+    assert within_speck is None and 0 < share_speck < 0.01
 
 
 def test_object_table_puts_the_noise_free_score_beside_the_methods(bench):
