@@ -662,7 +662,7 @@ def reference_ceiling(given: Sinograms, heldout: Sinograms, reference: np.ndarra
                                        for r, n in zip(ref, noise)])),
                 "object_ssim": within_object(
                     lambda k, region: noise_free_ssim(ref[k], noise[k], range_=rng,
-                                                      region=region), ref, rng),
+                                                      region=region), object_regions(ref, rng)),
                 "noise_rms": float(np.sqrt(np.mean(noise ** 2))) / rng,
                 "how": (f"SIRT on alternate halves of all {len(angles)} angles "
                         f"({even.iterations} and {odd.iterations} iterations); the reference's "
@@ -708,44 +708,50 @@ def add_independent_scores(results: dict[str, MethodResult],
             result.volume, reference)
 
 
-def object_scores(volume: np.ndarray, reference: np.ndarray) -> tuple[float | None, float]:
-    """(SSIM within the object, the object's share of the pixels), slice by slice as
-    :func:`astra_inr.compare.score`, the object taken from the reference alone
-    (:func:`astra_inr.metrics.object_region`).
-
-    Slices where the object reaches no window clear of the border (the empty
-    end of a stack) are left out of the mean; None if that is every slice.
-    """
-    vol = np.asarray(volume, np.float64).reshape(-1, *volume.shape[-2:])
-    ref = np.asarray(reference, np.float64).reshape(vol.shape)
-    rng = float(ref.max() - ref.min())
-    within = within_object(lambda k, region: ssim(vol[k], ref[k], range_=rng, region=region),
-                           ref, rng)
-    return within, float(np.mean([object_region(r, range_=rng) for r in ref]))
+def object_regions(reference: np.ndarray, range_: float) -> list[np.ndarray]:
+    """Each slice's object (:func:`astra_inr.metrics.object_region`), taken from the
+    reference alone; ``reference`` is ``(slices, rows, cols)``."""
+    return [object_region(r, range_=range_) for r in reference]
 
 
-def within_object(score_slice: Callable[[int, np.ndarray], float], reference: np.ndarray,
-                  range_: float) -> float | None:
-    """Mean over the reference's slices of ``score_slice(k, region)``, the region being
-    slice k's object (:func:`astra_inr.metrics.object_region`); slices whose object
-    reaches no window clear of the border are left out; None if every slice is."""
+def within_object(score_slice: Callable[[int, np.ndarray], float],
+                  regions: Sequence[np.ndarray]) -> float | None:
+    """Mean over the slices of ``score_slice(k, regions[k])``.  Slices whose object
+    reaches no window clear of the border (the empty end of a stack) are left out;
+    None if every slice is."""
     values = []
-    for k, r in enumerate(reference):
+    for k, region in enumerate(regions):
         try:
-            values.append(score_slice(k, object_region(r, range_=range_)))
+            values.append(score_slice(k, region))
         except EmptyRegionError:
             continue
     return float(np.mean(values)) if values else None
+
+
+def object_scores(volume: np.ndarray, reference: np.ndarray,
+                  regions: Sequence[np.ndarray] | None = None) -> tuple[float | None, float]:
+    """(SSIM within the object, the object's share of the pixels), slice by slice as
+    :func:`astra_inr.compare.score`; ``regions`` as :func:`object_regions` gives them
+    (computed when not given)."""
+    vol = np.asarray(volume, np.float64).reshape(-1, *volume.shape[-2:])
+    ref = np.asarray(reference, np.float64).reshape(vol.shape)
+    rng = float(ref.max() - ref.min())
+    if regions is None:
+        regions = object_regions(ref, rng)
+    within = within_object(lambda k, region: ssim(vol[k], ref[k], range_=rng, region=region),
+                           regions)
+    return within, float(np.mean(regions))
 
 
 def add_object_scores(results: dict[str, MethodResult], summaries: dict[str, dict[str, Any]],
                       reference: np.ndarray) -> float:
     """Add ``object_ssim`` (against ``reference``, within the object) to each method's
     summary; returns the object's share of the pixels."""
-    fraction = 0.0
+    ref = np.asarray(reference, np.float64).reshape(-1, *reference.shape[-2:])
+    regions = object_regions(ref, float(ref.max() - ref.min()))
     for name, result in results.items():
-        summaries[name]["object_ssim"], fraction = object_scores(result.volume, reference)
-    return fraction
+        summaries[name]["object_ssim"] = object_scores(result.volume, reference, regions)[0]
+    return float(np.mean(regions))
 
 
 def _scan_table(rows: Sequence[dict[str, Any]], methods: Sequence[str], first: str, last: str,
@@ -1053,22 +1059,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = quality_table(list(report["cases"].values()), args.methods)
     report["target_summary"] = target_summary(list(report["cases"].values()))
     report["table"] = table + "\n\n" + report["target_summary"] + "\n\n" + table_notes(mode, args)
-    held = heldout_table(list(report["cases"].values()), args.methods)
-    if held:
-        report["heldout_table"] = held
-        report["table"] += "\n\n" + held
-    independent = independent_table(list(report["cases"].values()), args.methods)
-    if independent:
-        report["independent_table"] = independent
-        report["table"] += "\n\n" + independent
-    ceiling = ceiling_table(list(report["cases"].values()))
-    if ceiling:
-        report["ceiling_table"] = ceiling
-        report["table"] += "\n\n" + ceiling
-    within = object_table(list(report["cases"].values()), args.methods)
-    if within:
-        report["object_table"] = within
-        report["table"] += "\n\n" + within
+    # The real scans' further tables, each printed and kept under its own key when any case has it.
+    cases = list(report["cases"].values())
+    for key, extra in (("heldout_table", heldout_table(cases, args.methods)),
+                       ("independent_table", independent_table(cases, args.methods)),
+                       ("ceiling_table", ceiling_table(cases)),
+                       ("object_table", object_table(cases, args.methods))):
+        if extra:
+            report[key] = extra
+            report["table"] += "\n\n" + extra
     print(report["table"])
     if run_speed:
         report["speed"] = speed_section(args, log)
