@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("input", nargs="?", help="scan file or folder (or use --phantom)")
     cmp_.add_argument("--out", required=True, help="output folder")
     cmp_.add_argument("--algorithms", default="FBP,SIRT,CGLS,INR",
-                      help="comma-separated methods (default: FBP,SIRT,CGLS,INR)")
+                      help="comma-separated methods (default: FBP,SIRT,CGLS,INR; also TV: total "
+                           "variation on the pixel grid, its weight tuned on a ladder)")
     cmp_.add_argument("--reference", help="a TIFF image/stack to score against, or 'full' (a SIRT "
                                           "reconstruction from all angles; methods get a subset)")
     cmp_.add_argument("--reference-iterations", type=int, metavar="N",

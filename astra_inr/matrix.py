@@ -234,6 +234,27 @@ class MatrixOperator:
         device = torch.device(device)
         return cls(a.to(device), at.to(device), op.vol_shape, op.proj_shape, info)
 
+    @classmethod
+    def from_geometry(cls, vol_geom: dict, proj_geom: dict, n_slices: int,
+                      device: torch.device | str) -> "MatrixOperator":
+        """A stack of ``n_slices`` independent 2D problems, as :meth:`AstraOperator.stack`.
+
+        The matrix is Joseph's kernel (``linear``, the kernel of ASTRA's CUDA
+        projector) or, where that is not defined, the closest CPU kernel.
+
+        Raises
+        ------
+        ValueError
+            For pixels that are not square (no CPU kernel takes them).
+        """
+        a, at, info = _build(vol_geom, proj_geom, None, False)
+        device = torch.device(device)
+        angles = len(proj_geom["ProjectionAngles"]) if "ProjectionAngles" in proj_geom \
+            else len(proj_geom["Vectors"])
+        return cls(a.to(device), at.to(device),
+                   (n_slices, vol_geom["GridRowCount"], vol_geom["GridColCount"]),
+                   (n_slices, angles, proj_geom["DetectorCount"]), info)
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:

@@ -175,6 +175,27 @@ def test_target_verdict_per_kind_of_case(bench):
     assert bench.target_summary(entries) == "Target met on 1 of 2 scored case(s); missed: b."
 
 
+def test_tv_is_printed_beside_the_target_not_in_it(bench):
+    rows = {"FBP": {"psnr": 20.0, "ssim": 0.5}, "SIRT": {"psnr": 25.0, "ssim": 0.7},
+            "TV": {"psnr": 29.0, "ssim": 0.95}, "INR": {"psnr": 27.0, "ssim": 0.9}}
+    # The target is the issue's: the best of FBP, SIRT and CGLS.
+    assert bench.inr_margin(rows, "psnr") == pytest.approx(2.0)
+    assert bench.inr_margin(rows, "ssim") == pytest.approx(0.2)
+    assert bench.inr_margin(rows, "psnr", ("TV",)) == pytest.approx(-2.0)
+    assert bench.inr_margin({"INR": {"psnr": 1.0}}, "psnr", ("TV",)) is None
+    entry = {"id": "sl-30-n0", "status": "ok", "methods": {m: {**v, "seconds": 1.0}
+                                                           for m, v in rows.items()},
+             "winner": "TV", "inr_margin_db": 2.0, "inr_margin_ssim": 0.2,
+             "inr_margin_tv_db": -2.0, "inr_margin_tv_ssim": -0.05, "target": {"met": True}}
+    failed = {"id": "x", "status": "error", "error": "boom"}
+    lines = bench.quality_table([entry, failed], list(rows)).splitlines()
+    assert lines[0].endswith("| target | INR - TV (dB / SSIM) |")
+    assert lines[2].endswith("| TV | +2.00 / +0.200 | met | -2.00 / -0.050 |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    # Without TV among the methods the column is left out.
+    assert "INR - TV" not in bench.quality_table([entry], ["FBP", "SIRT", "INR"])
+
+
 def test_heldout_table_lists_real_scans_only(bench):
     phantom_case = {"id": "ct-30-n0", "status": "ok",
                     "methods": {"FBP": {"psnr": 20.0}, "INR": {"psnr": 22.0}}}
