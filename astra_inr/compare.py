@@ -253,7 +253,11 @@ class _TVRuns:
             self.op = AstraOperator.stack(vg, pg, n_slices, "cuda" if cuda else None)
             self.operator_note = f"ASTRA's calls: {exc}"
         y = torch.from_numpy(np.ascontiguousarray(sino.data, np.float32)).to(self.device)
-        self.problem = TVProblem(self.op, y, lower, upper)
+        try:
+            self.problem = TVProblem(self.op, y, lower, upper)
+        except Exception:
+            self.op.close()
+            raise
         self.state = self.problem.start()
         self.iterations = iterations
 
