@@ -54,7 +54,7 @@ import torch
 
 from .metrics import psnr, ssim
 from .objective import DataFit, estimate_inconsistency, estimate_noise_level
-from .matrix import AUTO_MAX_ENTRIES, MatrixOperator
+from .matrix import AUTO_MAX_ENTRIES, MatrixOperator, estimated_entries_for
 from .operator import AstraOperator
 from .preprocess import Sinograms
 from .recon import ReconOptions, _geometries, _use_cuda, reconstruct_sinograms
@@ -241,8 +241,8 @@ class _TVRuns:
         # kernel, as ASTRA's linear and cuda projectors) is 4x faster than ASTRA's calls
         # on the CPU and keeps a GPU step on the GPU.  Too large a matrix, or pixels no
         # CPU kernel takes, leave ASTRA's calls.
-        rays = n_slices * sino.data.shape[1] * sino.data.shape[2]
-        entries = rays * 2 * max(vg["GridRowCount"], vg["GridColCount"]) // n_slices
+        entries = estimated_entries_for((vg["GridRowCount"], vg["GridColCount"]),
+                                        sino.data.shape)
         try:
             if entries > AUTO_MAX_ENTRIES:
                 raise ValueError(f"its matrix would have about {entries:.3g} entries, above "

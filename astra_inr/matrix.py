@@ -45,8 +45,8 @@ from . import geometry as geo
 from . import joseph
 from .operator import AstraOperator, check_operand, project
 
-__all__ = ["MatrixOperator", "training_operator", "estimated_entries", "AUTO_MAX_ENTRIES",
-           "CACHE_SIZE"]
+__all__ = ["MatrixOperator", "training_operator", "estimated_entries", "estimated_entries_for",
+           "AUTO_MAX_ENTRIES", "CACHE_SIZE"]
 
 #: 'auto' builds a matrix only when its estimated number of entries is at most this.
 #: The matrix saves a fixed cost per step (two host waits; ASTRA's two calls took 0.5 to
@@ -126,7 +126,14 @@ def _problem_2d(op: AstraOperator) -> tuple[dict, dict, int | None, bool]:
 
 
 def estimated_entries(op: AstraOperator) -> int:
-    """About how many non-zeros the projection matrix of one slice of ``op`` has.
+    """About how many non-zeros the projection matrix of one slice of ``op`` has
+    (:func:`estimated_entries_for` its shapes)."""
+    return estimated_entries_for(op.vol_shape, op.proj_shape)
+
+
+def estimated_entries_for(vol_shape: tuple[int, ...], proj_shape: tuple[int, ...]) -> int:
+    """About how many non-zeros one slice's projection matrix has, from the volume's
+    ``(..., rows, cols)`` and the projections' ``(..., angles, detectors)`` shapes.
 
     Each ray crosses at most ``rows + cols`` pixels and Joseph's kernel weighs
     two per row or column it steps through: ``rays * 2 * max(rows, cols)``
@@ -134,8 +141,8 @@ def estimated_entries(op: AstraOperator) -> int:
     estimate's 19.7 at 256 x 256, 100 angles, 384 pixels; strip kernels reach
     about 1.8 times the ``linear`` count).
     """
-    rows, cols = op.vol_shape[-2:]
-    angles, dets = op.proj_shape[-2:]
+    rows, cols = vol_shape[-2:]
+    angles, dets = proj_shape[-2:]
     return int(angles) * int(dets) * 2 * max(int(rows), int(cols))
 
 

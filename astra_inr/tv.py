@@ -217,13 +217,13 @@ class TVProblem:
         y_s = self.y / s
         lam = self.lam(weight)
         x, x_bar, p, q = state.x, state.x_bar, state.p, state.q
+        if lam == 0:
+            q = torch.zeros_like(q)     # no TV term: its dual stays 0
         for k in range(iterations):
             p = (p + sigma * (self.op.forward(x_bar) / s - y_s)) / (1.0 + sigma / w_data)
-            q = q + sigma * gradient(x_bar)
             if lam > 0:
+                q = q + sigma * gradient(x_bar)
                 q = q / torch.clamp(q.pow(2).sum(0).sqrt() / lam, min=1.0)
-            else:
-                q = torch.zeros_like(q)
             x_new = self._project(x - tau * (self.op.adjoint(p) / s - divergence(q)))
             x_bar = 2.0 * x_new - x
             x = x_new
