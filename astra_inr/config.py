@@ -100,19 +100,33 @@ class INRConfig:
     weight_decay: float = _opt(0.0, "WeightDecay", "Adds this times 1/2 sum ||W||_F^2 (weights, "
                                "not biases) to the loss.", "nonneg")
     tv_weight: float | str = _opt(
-        "auto", "TVWeight", "Adds this times the mean isotropic total variation of the rendered "
-        "image (divided by its mean over the field of view, so the weight means the same in any "
-        "units) to the loss: edge-preserving smoothing against noise and streaks.  'auto': 12 "
-        "times the noise level estimated from the data, within [0.01, 0.1] (in proportion to "
-        "the noise, as for Rudin-Osher-Fatemi denoising).  With Discrepancy > 0 this is the "
-        "smallest weight used; 0: no TV.", "auto|nonneg")
-    discrepancy: float = _opt(
-        1.05, "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
+        "auto", "TVWeight", "Weight of the mean isotropic total variation of the rendered image: "
+        "edge-preserving smoothing against noise and streaks.  With TVGradient 'matched' it "
+        "is the weight w of 1/2 ||A x - y||^2 / ||y||^2 + w mean|grad x| / m (m: the level of "
+        "the constant image that fits the data best), the units of astra-inr compare's TV; "
+        "'auto': 0.1 times the noise level estimated from the data (in proportion to the "
+        "noise, as for Rudin-Osher-Fatemi denoising).  With 'plain' it weighs TV of the image "
+        "divided by its mean over the field of view against the ramp-weighted data term; "
+        "'auto': 12 times the noise level, within [0.01, 0.1].  With Discrepancy > 0 this is "
+        "the smallest weight used; 0: no TV.", "auto|nonneg")
+    tv_gradient: str = _opt(
+        "matched", "TVGradient", "'matched': the TV term's gradient is filtered within slices by "
+        "the image's 2D ramp, the twin of the ramp weighting along the detector (backprojection "
+        "commutes with the ramp), so training keeps the ramp's conditioning but settles where "
+        "plain least squares plus TV is stationary, the fit white noise calls for (with "
+        "DataWeighting 'l2' nothing is filtered, and TVWeight and Discrepancy act as with "
+        "'plain').  'plain': TV's own gradient beside the "
+        "ramp-weighted data term, which trusts the fast detector frequencies, where noise "
+        "dominates, far more than the slow ones (the former default; with Discrepancy 'auto' "
+        "it gives the former defaults).", "choice", ("matched", "plain"))
+    discrepancy: float | str = _opt(
+        "auto", "Discrepancy", "Morozov's discrepancy principle for the TV weight: whenever the "
         "data residual ||Ax - y|| / ||y|| falls below this times the data's error level "
         "estimated from the data (white noise and, for parallel beams, the spread of the "
         "projections' totals over the angles; the network starts fitting noise) the TV weight "
         "grows, and it shrinks back towards TVWeight while the residual is above (0: TVWeight "
-        "fixed).", "nonneg")
+        "fixed).  'auto': 0 with TVGradient 'matched' (Morozov's rule over-smooths least "
+        "squares plus TV on noisy data), 1.05 with 'plain'.", "auto|nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "

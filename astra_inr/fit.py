@@ -40,8 +40,8 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import (DataFit, estimate_inconsistency, estimate_noise_level, estimate_peak,
-                        estimate_support)
+from .objective import (DataFit, TVGradientFilter, estimate_inconsistency, estimate_noise_level,
+                        estimate_peak, estimate_support)
 from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
 from .passes import (LossPass, RenderPass, StepGraph, constrained_image, graph_passes,
@@ -80,6 +80,11 @@ _TV_MAX_FACTOR = 1000.0
 # start at 0.1 and the discrepancy rule raises the weight from there.  At least 0.01:
 # clean sparse data still need a prior to fill the null space.
 _TV_PER_NOISE = 12.0
+# TVWeight='auto' with TVGradient 'matched' (TVWeight then in least-squares units, as
+# compare's TV): the weight in proportion to the noise level, as for Rudin-Osher-Fatemi.
+_TV_LSQ_PER_NOISE = 0.1
+# Discrepancy='auto' with the plain TV gradient: Morozov's factor, as compare's SIRT and CGLS.
+_DISCREPANCY_PLAIN = 1.05
 _TV_AUTO_MIN = 0.01
 _TV_AUTO_MAX = 0.1
 # LearningRate 'auto': whole-volume steps, and steps on a batch of slices (a stochastic
@@ -390,7 +395,8 @@ class INRTrainer:
         # loop's relative residual of a slab needs no pass over the data.
         self._y_energy = (y.double() ** 2).flatten(1).sum(1) if y.dim() == 3 else None
         ones = torch.ones(operator.vol_shape, dtype=torch.float32, device=self.device)
-        a1_norm = float(operator.forward(ones).double().norm())
+        a_one = operator.forward(ones)
+        a1_norm = float(a_one.double().norm())
         if a1_norm == 0.0:
             raise ValueError("the projector sees none of the volume: check the geometries")
         #: Mean value of the image over the field of view, in the data's units
@@ -414,11 +420,33 @@ class INRTrainer:
         # the detector, where the ramp-weighted data term hardly follows it, so it does
         # not make the network draw the fine streaks TV is there to suppress.
         #: The smallest TV weight (TVWeight, or its value for 'auto').
-        self.tv_floor = (min(max(_TV_PER_NOISE * self.noise_level, _TV_AUTO_MIN), _TV_AUTO_MAX)
-                         if config.tv_weight == "auto" else float(config.tv_weight))
+        matched = config.tv_gradient == "matched" and config.data_weighting == "ramp"
+        if config.tv_weight != "auto":
+            self.tv_floor = float(config.tv_weight)
+        elif matched:
+            self.tv_floor = _TV_LSQ_PER_NOISE * self.noise_level
+        else:
+            self.tv_floor = min(max(_TV_PER_NOISE * self.noise_level, _TV_AUTO_MIN), _TV_AUTO_MAX)
+        #: Filters TV's gradient as the data term's is weighted (TVGradient), or None.
+        self.tv_filter = (TVGradientFilter.match(self.data_fit, operator)
+                          if matched and self.tv_floor > 0 else None)
+        #: The TV term's factor in the training loss per unit of TVWeight: 1, or with the
+        #: matched filter the factor that makes TVWeight the weight w of
+        #: 1/2 ||A x - y||^2 / ||y||^2 + w mean|grad x| / level (compare's TV): the filtered
+        #: training is stationary for ||A x - y||^2 / (y^T R y) + mu mean|grad(x / mean_scale)|,
+        #: so mu = 2 w ||y||^2 mean_scale / (y^T R y level).
+        self.tv_loss_unit = 1.0
+        if self.tv_filter is not None:
+            level = float((a_one.double() * y.double()).sum()) / (a1_norm * a1_norm)
+            if level > 0:
+                self.tv_loss_unit = (2.0 * self.y_norm ** 2 * self.mean_scale
+                                     / (self.data_fit.ramp_energy() * level))
         #: Data residual ||A x - y|| / ||y|| below which the TV weight grows
         #: (Discrepancy x data error level); 0: TV weight fixed.
-        self.discrepancy_target = (config.discrepancy * self.data_error_level
+        #: The Discrepancy factor in use ('auto' resolved).
+        self.discrepancy = (float(config.discrepancy) if config.discrepancy != "auto"
+                            else 0.0 if self.tv_filter is not None else _DISCREPANCY_PLAIN)
+        self.discrepancy_target = (self.discrepancy * self.data_error_level
                                    if self.tv_floor > 0 else 0.0)
         #: Where the volume may be non-zero (SupportMask), bool of the grid's shape, or None.
         self.support = (estimate_support(y, operator, self.noise_level)
@@ -668,8 +696,9 @@ class INRTrainer:
                 leaf = self.field.evaluate(coords).float().requires_grad_(True)
                 image = self.field.to_image(leaf, shape, rows)
                 proj = project(image, operator)
-                loss, residual = LossPass(self.data_fit, norm, self.tv_floor, self.mean_scale,
-                                          self._tv_slice_groups)(proj, image, *targets)
+                loss, residual = LossPass(self.data_fit, norm, self.tv_floor * self.tv_loss_unit,
+                                          self.mean_scale, self._tv_slice_groups,
+                                          self.tv_filter)(proj, image, *targets)
                 loss.backward()
                 grad = leaf.grad
                 for s in self.field.chunks(coords.shape[0]):
@@ -740,7 +769,8 @@ class INRTrainer:
         render = RenderPass(self.network, self.grid.shape, self.image_scale,
                             self.config.min_constraint, self.config.max_constraint)
         y, wy, norm = self.data_fit.targets()
-        loss_pass = LossPass(self.data_fit, norm, self.tv_floor, self.mean_scale)
+        loss_pass = LossPass(self.data_fit, norm, self.tv_floor * self.tv_loss_unit,
+                             self.mean_scale, tv_filter=self.tv_filter)
         image = render(self.coords) if self.support is None else render(self.coords, self.support)
         proj = project(image, self.step_operator)
         loss, residual = loss_pass(proj, image, y, wy, self._y_norm_t, self._tv_factor)
@@ -773,8 +803,8 @@ class INRTrainer:
             return self._passes[shape]
         render = RenderPass(self.network, shape, self.image_scale, self.config.min_constraint,
                             self.config.max_constraint)
-        loss = LossPass(self.data_fit, norm, self.tv_floor, self.mean_scale,
-                        self._tv_slice_groups)
+        loss = LossPass(self.data_fit, norm, self.tv_floor * self.tv_loss_unit, self.mean_scale,
+                        self._tv_slice_groups, self.tv_filter)
         passes: tuple[Callable, Callable] = (render, loss)
         if self._graphs_unusable() is None:
             sample_proj = torch.zeros(operator.proj_shape, device=self.device, requires_grad=True)
@@ -1229,9 +1259,27 @@ class INRTrainer:
             },
             "tv_weight_floor": self.tv_floor,
             "tv_weight_floor_definition": (
+                "TVWeight as given" if c.tv_weight != "auto" else
+                f"TVWeight='auto' with the matched TV gradient: {_TV_LSQ_PER_NOISE:g} x "
+                "estimated_noise_level, in least-squares units (tv_gradient)"
+                if self.tv_filter is not None else
                 f"TVWeight='auto': {_TV_PER_NOISE:g} x estimated_noise_level, clipped to "
-                f"[{_TV_AUTO_MIN:g}, {_TV_AUTO_MAX:g}]"
-                if c.tv_weight == "auto" else "TVWeight as given"),
+                f"[{_TV_AUTO_MIN:g}, {_TV_AUTO_MAX:g}]"),
+            "tv_gradient": {
+                "filter": (None if self.tv_filter is None
+                           else "kappa x 2D ramp |w| (cycles per voxel) + offset, within slices"),
+                "kappa": None if self.tv_filter is None else self.tv_filter.kappa,
+                "offset": None if self.tv_filter is None else self.tv_filter.offset,
+                "loss_factor": self.tv_loss_unit,
+                "rule": ("TVGradient='matched' with DataWeighting 'ramp': TV's gradient is "
+                         "filtered as backprojection turns the data term's ramp weighting "
+                         "(A^T W^2 = (kappa Lambda + offset) A^T; kappa: the detector pixel's "
+                         "width in voxels), so training settles where 1/2 ||A x - y||^2 / "
+                         "||y||^2 + tv_weight x mean|grad x| / level is stationary (level: the "
+                         "best constant image's), as compare's TV; in the loss TV is weighted "
+                         "tv_weight x loss_factor, and the loss recorded is the ramp-weighted "
+                         "one"),
+            },
             "loss_definition": ("||W (A x - y)||^2 / ||W0 y||^2 + regularisers, before each update "
                                 "(W0: W without the ramp floor); W: "
                                 + (f"sqrt of (the ramp filter along the detector + {c.ramp_floor:g} "
@@ -1263,7 +1311,9 @@ class INRTrainer:
             "regularisers": {"PathNormWeight": c.path_norm_weight, "WeightDecay": c.weight_decay,
                              "Regulariser": c.regulariser,
                              "RegulariserWeight": c.regulariser_weight, "TVWeight": c.tv_weight,
-                             "Discrepancy": c.discrepancy, "tv_weight_final": self.tv_weight,
+                             "Discrepancy": c.discrepancy, "discrepancy_used": self.discrepancy,
+                             "tv_weight_final": self.tv_weight,
+                             "TVGradient": c.tv_gradient,
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint, "SupportMask": c.support_mask,
                              "MaxConstraint": c.max_constraint, "Jitter": c.jitter,

@@ -13,6 +13,19 @@ Ram-Lak filter of Kak & Slaney (h[0] = 1/4, h[odd n] = -1/(pi n)^2), whose
 response is positive at zero frequency, so the mean of each projection still
 counts.
 
+Total variation beside the ramp.  The ramp changes the path, but with a
+regulariser it also changes the destination: the training then settles
+where ``A^T R (A x - y) + lam grad TV(x) = 0``, which weighs the data's fast
+detector frequencies, where white noise dominates, far above the slow
+ones.  Plain least squares is the fit that white noise calls for.  For a
+parallel beam, backprojection commutes with the ramp, ``A^T R = Lambda A^T``
+(``Lambda``: the image's 2D ramp filter ``|w|``; per angle, a backprojected
+line is constant along the beam, so its 2D spectrum lies on the line where
+``|w|`` equals the detector frequency).  Filtering the TV term's gradient by
+``Lambda`` too (:class:`TVGradientFilter`) makes the whole image gradient
+``Lambda (A^T (A x - y) + lam grad TV)``: the ramp's conditioning, and the
+stationary point of least squares plus TV.
+
 Constraints.  ``clamp_inward`` clamps values to [lo, hi] but lets the
 gradient through where it points back into the interval, so a region that
 fell below ``MinConstraint`` is pulled back instead of freezing (a plain
@@ -26,9 +39,9 @@ import math
 
 import torch
 
-__all__ = ["DataFit", "clamp_inward", "conserves_projection_totals", "estimate_inconsistency",
-           "estimate_noise_level", "estimate_peak", "estimate_support", "ramp_response",
-           "total_variation"]
+__all__ = ["DataFit", "TVGradientFilter", "clamp_inward", "conserves_projection_totals",
+           "estimate_inconsistency", "estimate_noise_level", "estimate_peak", "estimate_support",
+           "ramp_response", "total_variation", "voxels_per_detector_pixel"]
 
 
 def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -87,10 +100,13 @@ class DataFit:
             raise ValueError(f"floor must be in [0, 1], got {floor!r}")
         self.weighting = weighting
         self.floor = floor
+        self.ramp_offset = 0.0
         self.n_det = y.shape[-1]
         if weighting == "ramp":
             ramp = ramp_response(self.n_det, y.device)
-            self._sqrt_ramp = (ramp + floor * float(ramp.max())).sqrt()
+            #: What the floor adds at every detector frequency (floor x the ramp's peak).
+            self.ramp_offset = floor * float(ramp.max())
+            self._sqrt_ramp = (ramp + self.ramp_offset).sqrt()
             self._n_fft = 2 * (self._sqrt_ramp.numel() - 1)
         self.y = y
         self._wy = self._weigh(y)
@@ -106,6 +122,18 @@ class DataFit:
                                             * ramp.sqrt()))
         if self._norm == 0.0:
             raise ValueError("projection data is all zeros: nothing to reconstruct")
+
+    def ramp_energy(self) -> float:
+        """``y^T R y``: the data's energy under the pure ramp, on the detector (not the spectrum).
+
+        The spectral sums behind the loss count each frequency once, about
+        ``n_fft / 2`` times this; their ratio, the loss, is the same.
+        """
+        n_fft = 1 << int(2 * self.n_det - 1).bit_length()
+        ramp = ramp_response(self.n_det, self.y.device)
+        filtered = torch.fft.irfft(torch.fft.rfft(self.y, n=n_fft, dim=-1) * ramp, n=n_fft,
+                                   dim=-1)[..., :self.n_det]
+        return float((filtered * self.y).sum(dtype=torch.float64))
 
     def _weigh(self, r: torch.Tensor) -> torch.Tensor:
         if self.weighting == "l2":
@@ -143,6 +171,112 @@ class DataFit:
         if self.weighting == "l2":
             return self._energy(projections - y) / norm
         return self._energy(self._weigh(projections) - wy) / norm
+
+
+class _FilterGradient(torch.autograd.Function):
+    """Identity forwards; backwards the gradient filtered within each 2D slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.response = response
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        rows, cols = grad.shape[-2:]
+        size = (2 * rows, 2 * cols)       # zero-padded: linear, not circular, filtering
+        spectrum = torch.fft.rfft2(grad, s=size) * ctx.response
+        return torch.fft.irfft2(spectrum, s=size)[..., :rows, :cols], None
+
+
+class TVGradientFilter:
+    """The image-domain twin of the data term's ramp weighting, applied to TV's gradient.
+
+    Calling it on an image returns the image unchanged, but the gradient that
+    flows back through it is filtered within each slice by
+    ``kappa |w| + offset``: ``|w|`` the 2D ramp in cycles per voxel (the
+    image's analogue of the detector's Ram-Lak filter, in cycles per
+    detector pixel), ``kappa`` the detector pixel's size in voxels, which
+    converts one frequency into the other, and ``offset`` the ramp floor
+    (``A^T (R + c) = (kappa Lambda + c) A^T``); see :meth:`match`.  Put in front of the TV term it makes the training
+    settle where ``||A x - y||^2 / ||W0 y||^2 + weight TV`` is stationary (the
+    module docstring).
+
+    Parameters
+    ----------
+    kappa : float
+        Detector pixel size over voxel size (> 0).
+    offset : float
+        Added to ``|w|`` (the ramp floor times the ramp's peak; 0 for the pure ramp).
+    """
+
+    def __init__(self, kappa: float = 1.0, offset: float = 0.0) -> None:
+        if not kappa > 0 or not math.isfinite(kappa):
+            raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
+        if not offset >= 0:
+            raise ValueError(f"offset must be >= 0, got {offset!r}")
+        self.kappa, self.offset = float(kappa), float(offset)
+        self._responses: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def response(self, rows: int, cols: int, device: torch.device | str) -> torch.Tensor:
+        """``kappa |w| + offset`` on the ``rfft2`` grid of a ``(2 rows, 2 cols)`` padding.
+
+        Cached per shape, so a captured CUDA graph reads a tensor that lives on.
+        """
+        key = (rows, cols, str(device))
+        if key not in self._responses:
+            fy = torch.fft.fftfreq(2 * rows, device=device)[:, None]
+            fx = torch.fft.rfftfreq(2 * cols, device=device)[None, :]
+            self._responses[key] = self.kappa * torch.sqrt(fy * fy + fx * fx) + self.offset
+        return self._responses[key]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return _FilterGradient.apply(image, self.response(*image.shape[-2:], image.device))
+
+    @classmethod
+    def match(cls, data_fit: "DataFit", operator) -> "TVGradientFilter":
+        """The filter that matches ``data_fit``'s ramp weighting for ``operator``.
+
+        ``kappa`` converts the detector's frequencies into the image's: the
+        detector pixel's size over the voxel's, seen at the object (so a
+        fan or cone beam's magnification counts), from
+        :func:`voxels_per_detector_pixel`.  ``offset`` is the ramp floor's.
+        """
+        if data_fit.weighting != "ramp":
+            raise ValueError("the TV gradient filter matches DataWeighting='ramp' only, got "
+                             f"{data_fit.weighting!r}")
+        return cls(voxels_per_detector_pixel(operator), data_fit.ramp_offset)
+
+
+def voxels_per_detector_pixel(operator) -> float:
+    """A detector pixel's width in voxels, measured by projecting a Gaussian blob.
+
+    The blob (standard deviation ``sigma`` voxels, at the centre of the
+    volume) projects to profiles of standard deviation ``s`` detector
+    pixels along the detector; their ratio ``sigma / s`` is the detector
+    pixel's size over the voxel's at the object, whatever the geometry
+    (parallel, vector, fan or cone beam, binned detectors).  The blob is
+    wide (a sixteenth of the grid, at least 2 voxels), so the pixels' own
+    widths add under 1 % to its variance.  Costs one forward projection.
+    Returns 1 where the blob is not seen.
+    """
+    shape = operator.vol_shape
+    sigma = max(2.0, min(shape[-2:]) / 16.0)
+    blob = torch.ones((), dtype=torch.float32)
+    for axis, n in enumerate(shape):
+        offset = torch.arange(n, dtype=torch.float32) - 0.5 * (n - 1)
+        profile = torch.exp(-offset * offset / (2.0 * sigma * sigma))
+        blob = blob[..., None] * profile if axis else profile
+    proj = operator.forward(blob.contiguous().to(operator.data_device)).double().clamp_min(0.0)
+    cols = torch.arange(proj.shape[-1], dtype=torch.float64, device=proj.device)
+    total = proj.sum(-1)
+    seen = total > 0.5 * total.max()
+    if not bool(seen.any()):
+        return 1.0
+    mean = (proj * cols).sum(-1) / total.clamp_min(1e-300)
+    var = (proj * (cols - mean[..., None]) ** 2).sum(-1) / total.clamp_min(1e-300)
+    spread = math.sqrt(float(var[seen].mean()))
+    return sigma / spread if spread > 0 else 1.0
 
 
 class _ClampInward(torch.autograd.Function):

@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .objective import DataFit, clamp_inward, total_variation
+from .objective import DataFit, TVGradientFilter, clamp_inward, total_variation
 
 __all__ = ["LossPass", "RenderPass", "StepGraph", "constrained_image", "graph_passes",
            "quiet_side_stream_warning"]
@@ -99,15 +99,20 @@ class LossPass:
     tv_slice_groups : int, optional
         A 3D batch's slices come in groups of this many neighbours
         (``total_variation``'s ``slice_groups``); None: consecutive slices.
+    tv_filter : TVGradientFilter, optional
+        Filters the TV term's gradient as the data term's is weighted
+        (TVGradient 'matched'); None: TV's gradient as it is.
     """
 
     def __init__(self, data_fit: DataFit, norm: float, tv_floor: float,
-                 mean_scale: float, tv_slice_groups: int | None = None) -> None:
+                 mean_scale: float, tv_slice_groups: int | None = None,
+                 tv_filter: TVGradientFilter | None = None) -> None:
         self.data_fit = data_fit
         self.norm = float(norm)
         self.tv_floor = float(tv_floor)
         self.mean_scale = float(mean_scale)
         self.tv_slice_groups = tv_slice_groups
+        self.tv_filter = tv_filter
 
     def __call__(self, proj: torch.Tensor, image: torch.Tensor, y: torch.Tensor,
                  wy: torch.Tensor, y_norm: torch.Tensor,
@@ -115,8 +120,11 @@ class LossPass:
         """Returns ``(loss, ||proj - y|| / y_norm)``; the loss is differentiable."""
         loss = self.data_fit.term(proj, y, wy, self.norm)
         if self.tv_floor > 0:
+            tv_image = image / self.mean_scale
+            if self.tv_filter is not None:
+                tv_image = self.tv_filter(tv_image)
             loss = loss + (self.tv_floor * tv_factor) * total_variation(
-                image / self.mean_scale, slice_groups=self.tv_slice_groups)
+                tv_image, slice_groups=self.tv_slice_groups)
         residual = (proj.detach() - y).norm() / y_norm
         return loss, residual
 

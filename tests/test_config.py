@@ -8,7 +8,7 @@ from astra_inr.config import INRConfig, option_help
 def test_defaults_are_the_reference_setup():
     cfg = INRConfig()
     assert (cfg.width, cfg.depth, cfg.scale, cfg.learning_rate) == (300, 3, 2.0, "auto")
-    assert (cfg.tv_weight, cfg.discrepancy) == ("auto", 1.05)
+    assert (cfg.tv_weight, cfg.tv_gradient, cfg.discrepancy) == ("auto", "matched", "auto")
     assert cfg.activation == "bw_relu" and cfg.device == "auto" and cfg.seed == 0
 
 

@@ -164,7 +164,7 @@ def _inr_report(problem, iterations, options):
 
 def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
     noisy = _ct_problem(0.03)
-    net = {"Width": 128, "Depth": 2, "TVWeight": 0.1}
+    net = {"Width": 128, "Depth": 2, "TVWeight": 0.1, "TVGradient": "plain"}
     fixed = _inr_report(noisy, 150, {**net, "Discrepancy": 0})
     adaptive = _inr_report(noisy, 150, {**net, "Discrepancy": 1.05})
     target = adaptive["discrepancy_target"]
@@ -184,7 +184,7 @@ def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
 
 
 def test_automatic_tv_weight_follows_the_estimated_noise_level():
-    net = {"Width": 64, "Depth": 2, "Discrepancy": 0}
+    net = {"Width": 64, "Depth": 2, "Discrepancy": 0, "TVGradient": "plain"}
     floors = []
     for noise in (0.0, 0.002, 0.03):
         rep = _inr_report(_ct_problem(noise), 2, net)
@@ -202,6 +202,33 @@ def test_automatic_tv_weight_follows_the_estimated_noise_level():
     assert given["tv_weight_floor_definition"] == "TVWeight as given"
 
 
+def test_matched_tv_gradient_weighs_tv_in_least_squares_units_in_proportion_to_the_noise():
+    net = {"Width": 64, "Depth": 2}
+    floors = []
+    for noise in (0.002, 0.03):
+        rep = _inr_report(_ct_problem(noise), 2, net)
+        assert rep["options"]["TVGradient"] == "matched"
+        assert rep["tv_weight_floor"] == pytest.approx(0.1 * rep["estimated_noise_level"])
+        # Discrepancy 'auto' is off with the matched gradient: the weight stays put.
+        assert rep["regularisers"]["discrepancy_used"] == 0.0
+        assert rep["discrepancy_target"] == 0.0
+        assert rep["tv_weight"] == pytest.approx(rep["tv_weight_floor"])
+        tv = rep["tv_gradient"]
+        assert tv["kappa"] == pytest.approx(1.0, rel=0.03)      # detector pixel = voxel here
+        assert tv["offset"] == 0.0 and tv["loss_factor"] > 1.0
+        floors.append(rep["tv_weight_floor"])
+    assert floors[1] > 5 * floors[0]
+    plain = _inr_report(_ct_problem(0.03), 2, {**net, "TVGradient": "plain"})
+    assert plain["tv_gradient"]["filter"] is None and plain["tv_gradient"]["loss_factor"] == 1.0
+    assert plain["regularisers"]["discrepancy_used"] == 1.05
+    assert plain["discrepancy_target"] > 0
+    # Plain least squares filters nothing, and the rules are the plain gradient's.
+    l2 = _inr_report(_ct_problem(0.03), 2, {**net, "DataWeighting": "l2"})
+    assert l2["tv_gradient"]["filter"] is None
+    assert l2["regularisers"]["discrepancy_used"] == 1.05
+    assert l2["tv_weight_floor"] == pytest.approx(0.1)
+
+
 def test_projection_drift_raises_the_discrepancy_target_and_leaves_the_tv_floor():
     pid, sino_id, vg = _ct_problem(0.002)
     sino = astra.data2d.get(sino_id)
@@ -209,7 +236,7 @@ def test_projection_drift_raises_the_discrepancy_target_and_leaves_the_tv_floor(
     drift = 1.0 + 0.04 * np.random.default_rng(1).standard_normal((sino.shape[0], 1))
     drifted = (pid, astra.data2d.create("-sino", astra.data2d.get_geometry(sino_id),
                                         (sino * drift).astype(np.float32)), vg)
-    net = {"Width": 64, "Depth": 2, "Discrepancy": 1.05}
+    net = {"Width": 64, "Depth": 2, "Discrepancy": 1.05, "TVGradient": "plain"}
     plain = _inr_report((pid, sino_id, vg), 2, net)
     rep = _inr_report(drifted, 2, net)
     inconsistency = rep["estimated_inconsistency"]
