@@ -40,8 +40,8 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import (DataFit, TVGradientFilter, estimate_inconsistency, estimate_noise_level,
-                        estimate_peak, estimate_support)
+from .objective import (DataFit, TVGradientFilter, constant_level, estimate_inconsistency,
+                        estimate_noise_level, estimate_peak, estimate_support)
 from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
 from .passes import (LossPass, RenderPass, StepGraph, constrained_image, graph_passes,
@@ -420,7 +420,10 @@ class INRTrainer:
         # the detector, where the ramp-weighted data term hardly follows it, so it does
         # not make the network draw the fine streaks TV is there to suppress.
         #: The smallest TV weight (TVWeight, or its value for 'auto').
-        matched = config.tv_gradient == "matched" and config.data_weighting == "ramp"
+        #: Whether TV's gradient is matched to the ramp (TVGradient 'matched' with the ramp
+        #: weighting): TVWeight is then in least-squares units, and Discrepancy 'auto' is 0.
+        self.tv_matched = matched = (config.tv_gradient == "matched"
+                                     and config.data_weighting == "ramp")
         if config.tv_weight != "auto":
             self.tv_floor = float(config.tv_weight)
         elif matched:
@@ -437,7 +440,7 @@ class INRTrainer:
         #: so mu = 2 w ||y||^2 mean_scale / (y^T R y level).
         self.tv_loss_unit = 1.0
         if self.tv_filter is not None:
-            level = float((a_one.double() * y.double()).sum()) / (a1_norm * a1_norm)
+            level = constant_level(a_one, y)
             if level > 0:
                 self.tv_loss_unit = (2.0 * self.y_norm ** 2 * self.mean_scale
                                      / (self.data_fit.ramp_energy() * level))
@@ -445,7 +448,7 @@ class INRTrainer:
         #: (Discrepancy x data error level); 0: TV weight fixed.
         #: The Discrepancy factor in use ('auto' resolved).
         self.discrepancy = (float(config.discrepancy) if config.discrepancy != "auto"
-                            else 0.0 if self.tv_filter is not None else _DISCREPANCY_PLAIN)
+                            else 0.0 if matched else _DISCREPANCY_PLAIN)
         self.discrepancy_target = (self.discrepancy * self.data_error_level
                                    if self.tv_floor > 0 else 0.0)
         #: Where the volume may be non-zero (SupportMask), bool of the grid's shape, or None.
@@ -1262,7 +1265,7 @@ class INRTrainer:
                 "TVWeight as given" if c.tv_weight != "auto" else
                 f"TVWeight='auto' with the matched TV gradient: {_TV_LSQ_PER_NOISE:g} x "
                 "estimated_noise_level, in least-squares units (tv_gradient)"
-                if self.tv_filter is not None else
+                if self.tv_matched else
                 f"TVWeight='auto': {_TV_PER_NOISE:g} x estimated_noise_level, clipped to "
                 f"[{_TV_AUTO_MIN:g}, {_TV_AUTO_MAX:g}]"),
             "tv_gradient": {

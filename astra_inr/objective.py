@@ -41,7 +41,7 @@ import torch
 
 __all__ = ["DataFit", "TVGradientFilter", "clamp_inward", "conserves_projection_totals",
            "estimate_inconsistency", "estimate_noise_level", "estimate_peak", "estimate_support",
-           "ramp_response", "total_variation", "voxels_per_detector_pixel"]
+           "constant_level", "ramp_response", "total_variation", "voxels_per_detector_pixel"]
 
 
 def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -104,6 +104,7 @@ class DataFit:
         self.n_det = y.shape[-1]
         if weighting == "ramp":
             ramp = ramp_response(self.n_det, y.device)
+            self._ramp = ramp
             #: What the floor adds at every detector frequency (floor x the ramp's peak).
             self.ramp_offset = floor * float(ramp.max())
             self._sqrt_ramp = (ramp + self.ramp_offset).sqrt()
@@ -129,10 +130,10 @@ class DataFit:
         The spectral sums behind the loss count each frequency once, about
         ``n_fft / 2`` times this; their ratio, the loss, is the same.
         """
-        n_fft = 1 << int(2 * self.n_det - 1).bit_length()
-        ramp = ramp_response(self.n_det, self.y.device)
-        filtered = torch.fft.irfft(torch.fft.rfft(self.y, n=n_fft, dim=-1) * ramp, n=n_fft,
-                                   dim=-1)[..., :self.n_det]
+        if self.weighting != "ramp":
+            raise ValueError(f"ramp_energy needs the 'ramp' weighting, got {self.weighting!r}")
+        filtered = torch.fft.irfft(torch.fft.rfft(self.y, n=self._n_fft, dim=-1) * self._ramp,
+                                   n=self._n_fft, dim=-1)[..., :self.n_det]
         return float((filtered * self.y).sum(dtype=torch.float64))
 
     def _weigh(self, r: torch.Tensor) -> torch.Tensor:
@@ -316,6 +317,16 @@ def _rms(y: torch.Tensor) -> float:
     standard deviation per sample: ``sigma = level * _rms(y)``.
     """
     return float(torch.linalg.vector_norm(y, dtype=torch.float64)) / math.sqrt(max(y.numel(), 1))
+
+
+def constant_level(a_one: torch.Tensor, y: torch.Tensor) -> float:
+    """``<A 1, y> / ||A 1||^2``: the level of the constant image that fits the data best.
+
+    ``a_one`` is the projection of a volume of ones; sums in float64 without
+    float64 copies of the projections.
+    """
+    denom = float((a_one * a_one).sum(dtype=torch.float64))
+    return float((a_one * y).sum(dtype=torch.float64)) / denom if denom > 0 else 0.0
 
 
 def estimate_noise_level(y: torch.Tensor) -> float:

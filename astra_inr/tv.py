@@ -39,6 +39,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from .objective import constant_level
+
 __all__ = ["TVProblem", "TVState", "gradient", "divergence", "operator_norm"]
 
 
@@ -167,7 +169,7 @@ class TVProblem:
             raise ValueError("the data are all zero: there is nothing to reconstruct")
         a_one = op.forward(torch.ones(op.vol_shape, device=self.device))
         #: Level of the best constant image, the unit of the TV term (same units as x).
-        self.level = abs(float((a_one.double() * y.double()).sum() / a_one.double().pow(2).sum()))
+        self.level = abs(constant_level(a_one, y))
         a_norm = operator_norm(op, self.device) * norm_margin
         if a_norm == 0.0:
             raise ValueError("the projector maps every volume to zero")
