@@ -104,10 +104,11 @@ class INRConfig:
         "edge-preserving smoothing against noise and streaks.  With TVGradient 'matched' it "
         "is the weight w of 1/2 ||A x - y||^2 / ||y||^2 + w mean|grad x| / m (m: the level of "
         "the constant image that fits the data best), the units of astra-inr compare's TV; "
-        "'auto': 0.1 times the noise level estimated from the data (in proportion to the "
-        "noise, as for Rudin-Osher-Fatemi denoising).  With 'plain' it weighs TV of the image "
-        "divided by its mean over the field of view against the ramp-weighted data term; "
-        "'auto': 12 times the noise level, within [0.01, 0.1].  With Discrepancy > 0 this is "
+        "'auto': 0.1 times the data's error level estimated from the data (the white noise "
+        "and, in quadrature, the projections' inconsistency, as for Discrepancy; in "
+        "proportion to the error, as for Rudin-Osher-Fatemi denoising).  With 'plain' it "
+        "weighs TV of the image divided by its mean over the field of view against the "
+        "ramp-weighted data term; 'auto': 12 times the white-noise level, within [0.01, 0.1].  With Discrepancy > 0 this is "
         "the smallest weight used; 0: no TV.", "auto|nonneg")
     tv_gradient: str = _opt(
         "matched", "TVGradient", "'matched': the TV term's gradient is filtered within slices by "

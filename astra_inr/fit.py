@@ -81,7 +81,8 @@ _TV_MAX_FACTOR = 1000.0
 # clean sparse data still need a prior to fill the null space.
 _TV_PER_NOISE = 12.0
 # TVWeight='auto' with TVGradient 'matched' (TVWeight then in least-squares units, as
-# compare's TV): the weight in proportion to the noise level, as for Rudin-Osher-Fatemi.
+# compare's TV): the weight in proportion to the data's error level (white noise and
+# inconsistency in quadrature), as for Rudin-Osher-Fatemi.
 _TV_LSQ_PER_NOISE = 0.1
 # Discrepancy='auto' with the plain TV gradient: Morozov's factor, as compare's SIRT and CGLS.
 _DISCREPANCY_PLAIN = 1.05
@@ -416,9 +417,11 @@ class INRTrainer:
         self.inconsistency = estimate_inconsistency(y, operator, self.noise_level)
         #: The data's whole relative error: a volume fitting them closer fits errors.
         self.data_error_level = math.hypot(self.noise_level, self.inconsistency)
-        # Only the white noise sets the TV floor: the inconsistency varies slowly along
-        # the detector, where the ramp-weighted data term hardly follows it, so it does
-        # not make the network draw the fine streaks TV is there to suppress.
+        # With the matched gradient training settles where plain least squares plus TV is
+        # stationary, and least squares fits the projections' inconsistency as readily as
+        # their white noise, so the TV weight follows the whole error level.  With the plain
+        # gradient only the white noise sets it: the inconsistency varies slowly along the
+        # detector, where the ramp-weighted data term hardly follows it.
         #: The smallest TV weight (TVWeight, or its value for 'auto').
         #: Whether TV's gradient is matched to the ramp (TVGradient 'matched' with the ramp
         #: weighting): TVWeight is then in least-squares units, and Discrepancy 'auto' is 0.
@@ -427,7 +430,7 @@ class INRTrainer:
         if config.tv_weight != "auto":
             self.tv_floor = float(config.tv_weight)
         elif matched:
-            self.tv_floor = _TV_LSQ_PER_NOISE * self.noise_level
+            self.tv_floor = _TV_LSQ_PER_NOISE * self.data_error_level
         else:
             self.tv_floor = min(max(_TV_PER_NOISE * self.noise_level, _TV_AUTO_MIN), _TV_AUTO_MAX)
         #: Filters TV's gradient as the data term's is weighted (TVGradient), or None.
@@ -1264,7 +1267,8 @@ class INRTrainer:
             "tv_weight_floor_definition": (
                 "TVWeight as given" if c.tv_weight != "auto" else
                 f"TVWeight='auto' with the matched TV gradient: {_TV_LSQ_PER_NOISE:g} x "
-                "estimated_noise_level, in least-squares units (tv_gradient)"
+                "data_error_level (estimated_noise_level and estimated_inconsistency in "
+                "quadrature), in least-squares units (tv_gradient)"
                 if self.tv_matched else
                 f"TVWeight='auto': {_TV_PER_NOISE:g} x estimated_noise_level, clipped to "
                 f"[{_TV_AUTO_MIN:g}, {_TV_AUTO_MAX:g}]"),

@@ -208,6 +208,7 @@ def test_matched_tv_gradient_weighs_tv_in_least_squares_units_in_proportion_to_t
     for noise in (0.002, 0.03):
         rep = _inr_report(_ct_problem(noise), 2, net)
         assert rep["options"]["TVGradient"] == "matched"
+        assert rep["estimated_inconsistency"] == 0.0        # simulated: only white noise
         assert rep["tv_weight_floor"] == pytest.approx(0.1 * rep["estimated_noise_level"])
         # Discrepancy 'auto' is off with the matched gradient: the weight stays put.
         assert rep["regularisers"]["discrepancy_used"] == 0.0
@@ -229,7 +230,7 @@ def test_matched_tv_gradient_weighs_tv_in_least_squares_units_in_proportion_to_t
     assert l2["tv_weight_floor"] == pytest.approx(0.1)
 
 
-def test_projection_drift_raises_the_discrepancy_target_and_leaves_the_tv_floor():
+def test_projection_drift_raises_the_discrepancy_target_and_the_matched_tv_weight():
     pid, sino_id, vg = _ct_problem(0.002)
     sino = astra.data2d.get(sino_id)
     # Each projection scaled by its own factor, 4 % spread: a drifting source.
@@ -245,8 +246,15 @@ def test_projection_drift_raises_the_discrepancy_target_and_leaves_the_tv_floor(
         np.hypot(rep["estimated_noise_level"], inconsistency))
     assert rep["discrepancy_target"] == pytest.approx(1.05 * rep["data_error_level"])
     assert rep["discrepancy_target"] > 5 * plain["discrepancy_target"]
+    # The plain gradient's floor follows the white noise only ...
     assert rep["tv_weight_floor"] == pytest.approx(
         min(max(12 * rep["estimated_noise_level"], 0.01), 0.1))
+    # ... the matched one, whose training settles at least squares plus TV, the whole error.
+    matched = _inr_report(drifted, 2, {"Width": 64, "Depth": 2})
+    assert matched["estimated_inconsistency"] == pytest.approx(inconsistency)
+    assert matched["tv_weight_floor"] == pytest.approx(0.1 * matched["data_error_level"])
+    assert matched["tv_weight_floor"] > 5 * 0.1 * matched["estimated_noise_level"]
+    assert "estimated_inconsistency" in matched["tv_weight_floor_definition"]
 
 
 @pytest.mark.parametrize("squarings", [False, True])
