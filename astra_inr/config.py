@@ -108,8 +108,8 @@ class INRConfig:
         "and, in quadrature, the projections' inconsistency, as for Discrepancy; in "
         "proportion to the error, as for Rudin-Osher-Fatemi denoising).  With 'plain' it "
         "weighs TV of the image divided by its mean over the field of view against the "
-        "ramp-weighted data term; 'auto': 12 times the white-noise level, within [0.01, 0.1].  With Discrepancy > 0 this is "
-        "the smallest weight used; 0: no TV.", "auto|nonneg")
+        "ramp-weighted data term; 'auto': 12 times the white-noise level, within [0.01, 0.1].  "
+        "With Discrepancy > 0 this is the smallest weight used; 0: no TV.", "auto|nonneg")
     tv_gradient: str = _opt(
         "matched", "TVGradient", "'matched': the TV term's gradient is filtered within slices by "
         "the image's 2D ramp, the twin of the ramp weighting along the detector (backprojection "

@@ -83,7 +83,7 @@ _TV_PER_NOISE = 12.0
 # TVWeight='auto' with TVGradient 'matched' (TVWeight then in least-squares units, as
 # compare's TV): the weight in proportion to the data's error level (white noise and
 # inconsistency in quadrature), as for Rudin-Osher-Fatemi.
-_TV_LSQ_PER_NOISE = 0.1
+_TV_LSQ_PER_ERROR = 0.1
 # Discrepancy='auto' with the plain TV gradient: Morozov's factor, as compare's SIRT and CGLS.
 _DISCREPANCY_PLAIN = 1.05
 _TV_AUTO_MIN = 0.01
@@ -430,7 +430,7 @@ class INRTrainer:
         if config.tv_weight != "auto":
             self.tv_floor = float(config.tv_weight)
         elif matched:
-            self.tv_floor = _TV_LSQ_PER_NOISE * self.data_error_level
+            self.tv_floor = _TV_LSQ_PER_ERROR * self.data_error_level
         else:
             self.tv_floor = min(max(_TV_PER_NOISE * self.noise_level, _TV_AUTO_MIN), _TV_AUTO_MAX)
         #: Filters TV's gradient as the data term's is weighted (TVGradient), or None.
@@ -1266,7 +1266,7 @@ class INRTrainer:
             "tv_weight_floor": self.tv_floor,
             "tv_weight_floor_definition": (
                 "TVWeight as given" if c.tv_weight != "auto" else
-                f"TVWeight='auto' with the matched TV gradient: {_TV_LSQ_PER_NOISE:g} x "
+                f"TVWeight='auto' with the matched TV gradient: {_TV_LSQ_PER_ERROR:g} x "
                 "data_error_level (estimated_noise_level and estimated_inconsistency in "
                 "quadrature), in least-squares units (tv_gradient)"
                 if self.tv_matched else
