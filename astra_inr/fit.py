@@ -397,7 +397,7 @@ class INRTrainer:
         self._y_energy = (y.double() ** 2).flatten(1).sum(1) if y.dim() == 3 else None
         ones = torch.ones(operator.vol_shape, dtype=torch.float32, device=self.device)
         a_one = operator.forward(ones)
-        a1_norm = float(a_one.double().norm())
+        a1_norm = float(torch.linalg.vector_norm(a_one, dtype=torch.float64))
         if a1_norm == 0.0:
             raise ValueError("the projector sees none of the volume: check the geometries")
         #: Mean value of the image over the field of view, in the data's units
@@ -417,16 +417,16 @@ class INRTrainer:
         self.inconsistency = estimate_inconsistency(y, operator, self.noise_level)
         #: The data's whole relative error: a volume fitting them closer fits errors.
         self.data_error_level = math.hypot(self.noise_level, self.inconsistency)
-        # With the matched gradient training settles where plain least squares plus TV is
-        # stationary, and least squares fits the projections' inconsistency as readily as
-        # their white noise, so the TV weight follows the whole error level.  With the plain
-        # gradient only the white noise sets it: the inconsistency varies slowly along the
-        # detector, where the ramp-weighted data term hardly follows it.
-        #: The smallest TV weight (TVWeight, or its value for 'auto').
         #: Whether TV's gradient is matched to the ramp (TVGradient 'matched' with the ramp
         #: weighting): TVWeight is then in least-squares units, and Discrepancy 'auto' is 0.
         self.tv_matched = matched = (config.tv_gradient == "matched"
                                      and config.data_weighting == "ramp")
+        # The smallest TV weight (TVWeight, or its value for 'auto').  With the matched
+        # gradient training settles where plain least squares plus TV is stationary, and
+        # least squares fits the projections' inconsistency as readily as their white noise,
+        # so the weight follows the whole error level.  With the plain gradient only the
+        # white noise sets it: the inconsistency varies slowly along the detector, where the
+        # ramp-weighted data term hardly follows it.
         if config.tv_weight != "auto":
             self.tv_floor = float(config.tv_weight)
         elif matched:

@@ -320,7 +320,7 @@ def speed(budget_3d: float):
 @section("defaults check: INR defaults and their alternatives against tuned baselines")
 def defaults_sweep(deadline: float, iterations: int = 500):
     """Evidence for the defaults of issue 7 at GPU sizes: the defaults (iterations chosen by the
-    data; TV's gradient matched to the ramp, its weight 0.1 x the estimated noise), the same
+    data; TV's gradient matched to the ramp, its weight 0.1 x the estimated error level), the same
     with ``iterations`` and twice as many, and the former defaults (TVGradient 'plain': TV
     floor 12 x the noise, raised by the discrepancy rule), vs tuned baselines.  Each INR
     cell: PSNR, SSIM, seconds, final TV weight (in each gradient's own units), iterations."""
