@@ -449,6 +449,8 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                              "tv_weight_floor": rep["tv_weight_floor"],
                              "tv_weight_final": rep["tv_weight"],
                              "level_gains": rep["level_fit"]["gains"]}
+                    if rep.get("auto_iterations"):
+                        extra["iteration_blocks"] = rep["auto_iterations"]["blocks"]
                 result = MethodResult(method, volume, info["seconds"], info["iterations"], choice,
                                       residual(volume), extra=extra)
             if reference is not None:

@@ -46,7 +46,8 @@ BASELINES = ("FBP", "SIRT", "CGLS")
 #: Per INR run, the report values worth keeping beside the scores.
 KEPT = ("psnr", "ssim", "seconds", "iterations", "iteration_choice", "data_residual",
         "heldout_residual", "heldout_residual_ramp", "estimated_noise_level",
-        "estimated_inconsistency", "tv_weight_floor", "tv_weight_final", "level_gains")
+        "estimated_inconsistency", "tv_weight_floor", "tv_weight_final", "level_gains",
+        "iteration_blocks")
 
 
 def parse_config(text: str) -> tuple[str, dict[str, Any]]:
