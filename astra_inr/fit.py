@@ -1085,10 +1085,10 @@ class INRTrainer:
             self.choose_scale(callback, callback_every)
         block = max(1, int(self.constant_fraction * round_iterations))
         lr0, decay = self.learning_rate, self.config.learning_rate_decay
-        # Fitted: with the matched TV gradient nothing holds the residual at the error level
-        # (Discrepancy is 0), so Morozov's bound, as compare stops SIRT and CGLS.
-        fitted = (AUTO_FITTED_MATCHED if self.tv_filter is not None and self.tv_weight > 0
-                  else AUTO_UNDERFIT)
+        # Fitted: with the matched TV gradient (its filter exists only with a TV weight) nothing
+        # holds the residual at the error level (Discrepancy is 0), so Morozov's bound, as
+        # compare stops SIRT and CGLS.
+        fitted = AUTO_FITTED_MATCHED if self.tv_filter is not None else AUTO_UNDERFIT
         start = self.total_iterations
         blocks: list[dict[str, float]] = []
         stopped = f"{max_rounds} blocks, the most allowed"

@@ -435,7 +435,7 @@ def test_run_until_fitted_stops_at_the_error_level_a_plateau_or_the_most_blocks(
     tr.data_error_level = 0.01
     calls = _scripted_training(tr, monkeypatch, residuals)
     out = tr.run_until_fitted(round_iterations=10, max_rounds=4)
-    assert all("objective" not in b for b in out["blocks"])
+    assert "1.25 x data_error_level" in out["rule"]
     # k constant blocks of 8, then one decay of 2 per block: the learning rates of one
     # run of 10 k iterations, step for step (not k runs that restart the rate).
     assert [len(c) for c in calls] == [8] * blocks + [2 * blocks]
