@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from .metrics import psnr, ssim
-from .objective import DataFit, estimate_inconsistency, estimate_noise_level
+from .objective import MOROZOV_FACTOR, DataFit, estimate_inconsistency, estimate_noise_level
 from .matrix import AUTO_MAX_ENTRIES, MatrixOperator, estimated_entries_for
 from .operator import AstraOperator
 from .preprocess import Sinograms
@@ -71,7 +71,7 @@ TV_LADDER = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3
 #: PDHG iterations at each weight of the ladder.
 TV_ITERATIONS = 500
 #: Stop at the first iterate whose residual is within this factor of the noise level.
-DISCREPANCY_TAU = 1.05
+DISCREPANCY_TAU = MOROZOV_FACTOR
 #: ... or whose residual is less than this fraction below the previous checkpoint's.
 STAGNATION = 0.01
 

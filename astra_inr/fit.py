@@ -40,8 +40,9 @@ from . import regularity
 from .config import INRConfig
 from .geometry import VolumeGrid
 from .model import INRNetwork
-from .objective import (DataFit, TVGradientFilter, constant_level, estimate_inconsistency,
-                        estimate_noise_level, estimate_peak, estimate_support)
+from .objective import (MOROZOV_FACTOR, DataFit, TVGradientFilter, constant_level,
+                        estimate_inconsistency, estimate_noise_level, estimate_peak,
+                        estimate_support)
 from .matrix import MatrixOperator, training_operator
 from .operator import AstraOperator, project
 from .passes import (LossPass, RenderPass, StepGraph, constrained_image, graph_passes,
@@ -85,7 +86,7 @@ _TV_PER_NOISE = 12.0
 # inconsistency in quadrature), as for Rudin-Osher-Fatemi.
 _TV_LSQ_PER_ERROR = 0.1
 # Discrepancy='auto' with the plain TV gradient: Morozov's factor, as compare's SIRT and CGLS.
-_DISCREPANCY_PLAIN = 1.05
+_DISCREPANCY_PLAIN = MOROZOV_FACTOR
 _TV_AUTO_MIN = 0.01
 _TV_AUTO_MAX = 0.1
 # LearningRate 'auto': whole-volume steps, and steps on a batch of slices (a stochastic
@@ -107,12 +108,12 @@ AUTO_ROUND = 500
 AUTO_MAX_ROUNDS = 4
 AUTO_UNDERFIT = 1.25
 # With the matched TV gradient (Discrepancy 0) nothing holds the residual near the error
-# level, and the fitted bound is Morozov's, 1.05 x the level, as compare stops SIRT and CGLS
-# by discrepancy.  1.25 stopped runs there while the data were still being fitted beyond it:
-# the Shepp-Logan at 1 % noise left its first block at 1.065 and 1.094 x its level, and a
-# second block gained (60 and 30 angles: 28.19 -> 30.16 and 29.05 -> 30.29 dB, CPU); the
+# level, and the fitted bound is Morozov's (MOROZOV_FACTOR, 1.05 x the level), as compare
+# stops SIRT and CGLS by discrepancy.  1.25 stopped runs there while the data were still
+# being fitted beyond it: the Shepp-Logan at 1 % noise left its first block at 1.065 and
+# 1.094 x its level, and a second block gained (60 and 30 angles: 28.19 -> 30.16 and 29.05 -> 30.29 dB, CPU); the
 # noisy CT slices left theirs at 0.94 to 1.01 x and stop there as before.
-AUTO_FITTED_MATCHED = 1.05
+AUTO_FITTED_MATCHED = MOROZOV_FACTOR
 AUTO_MIN_GAIN = 0.01
 AUTO_WINDOW = 50
 

@@ -41,7 +41,14 @@ import torch
 
 __all__ = ["DataFit", "TVGradientFilter", "clamp_inward", "conserves_projection_totals",
            "estimate_inconsistency", "estimate_noise_level", "estimate_peak", "estimate_support",
-           "constant_level", "ramp_response", "total_variation", "voxels_per_detector_pixel"]
+           "constant_level", "ramp_response", "total_variation", "voxels_per_detector_pixel",
+           "MOROZOV_FACTOR"]
+
+#: Morozov's discrepancy factor: a reconstruction counts as fitting the data once its
+#: relative residual is within this factor of the estimated error level
+#: (:func:`estimate_noise_level`, :func:`estimate_inconsistency`).  One value for compare's
+#: SIRT, CGLS and TV and for INR's discrepancy rule and iteration bound.
+MOROZOV_FACTOR = 1.05
 
 
 def ramp_response(n_detectors: int, device: torch.device | str = "cpu") -> torch.Tensor:
