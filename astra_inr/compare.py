@@ -58,7 +58,7 @@ from .matrix import AUTO_MAX_ENTRIES, MatrixOperator, estimated_entries_for
 from .operator import AstraOperator
 from .preprocess import Sinograms
 from .recon import ReconOptions, _geometries, _use_cuda, reconstruct_sinograms
-from .tv import TVProblem
+from .tv import ITERATIONS_PER_WEIGHT, WEIGHT_LADDER, TVProblem
 
 __all__ = ["METHODS", "MethodResult", "compare_methods", "score", "SIRT_LADDER", "CGLS_LADDER",
            "TV_LADDER", "TV_ITERATIONS", "DISCREPANCY_TAU"]
@@ -67,9 +67,9 @@ METHODS = ("FBP", "SIRT", "CGLS", "TV", "INR")
 SIRT_LADDER = (10, 20, 50, 100, 200, 500, 1000)
 CGLS_LADDER = (2, 5, 10, 20, 50, 100)
 #: TV weights (see :mod:`astra_inr.tv`), smallest first; each continues from the one before.
-TV_LADDER = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+TV_LADDER = WEIGHT_LADDER
 #: PDHG iterations at each weight of the ladder.
-TV_ITERATIONS = 500
+TV_ITERATIONS = ITERATIONS_PER_WEIGHT
 #: Stop at the first iterate whose residual is within this factor of the noise level.
 DISCREPANCY_TAU = MOROZOV_FACTOR
 #: ... or whose residual is less than this fraction below the previous checkpoint's.
@@ -451,6 +451,8 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                              "level_gains": rep["level_fit"]["gains"]}
                     if rep.get("auto_iterations"):
                         extra["iteration_blocks"] = rep["auto_iterations"]["blocks"]
+                    if rep.get("tv_weight_choice"):
+                        extra["tv_weight_choice"] = rep["tv_weight_choice"]
                 result = MethodResult(method, volume, info["seconds"], info["iterations"], choice,
                                       residual(volume), extra=extra)
             if reference is not None:

@@ -106,10 +106,15 @@ class INRConfig:
         "the constant image that fits the data best), the units of astra-inr compare's TV; "
         "'auto': 0.1 times the data's error level estimated from the data (the white noise "
         "and, in quadrature, the projections' inconsistency, as for Discrepancy; in "
-        "proportion to the error, as for Rudin-Osher-Fatemi denoising).  With 'plain' it "
+        "proportion to the error, as for Rudin-Osher-Fatemi denoising); 'heldout': chosen "
+        "before training by the projections left out of a fit, one angle in five held out, "
+        "total variation on the pixel grid fitted to the others along a ladder of weights, "
+        "the weight predicting the held-out angles best (the best weight depends on the "
+        "object as well as the noise; needs TVGradient 'matched').  With 'plain' it "
         "weighs TV of the image divided by its mean over the field of view against the "
         "ramp-weighted data term; 'auto': 12 times the white-noise level, within [0.01, 0.1].  "
-        "With Discrepancy > 0 this is the smallest weight used; 0: no TV.", "auto|nonneg")
+        "With Discrepancy > 0 this is the smallest weight used; 0: no TV.",
+        "auto|heldout|nonneg")
     tv_gradient: str = _opt(
         "matched", "TVGradient", "'matched': the TV term's gradient is filtered within slices by "
         "the image's 2D ramp, the twin of the ramp weighting along the detector (backprojection "
@@ -188,6 +193,13 @@ class INRConfig:
                 and self.min_constraint >= self.max_constraint):
             raise ValueError(f"MinConstraint ({self.min_constraint}) must be below MaxConstraint "
                              f"({self.max_constraint})")
+        if self.tv_weight == "heldout" and (self.tv_gradient != "matched"
+                                            or self.data_weighting != "ramp"):
+            # The held-out choice is made by pixel TV, whose weight means the same as INR's
+            # only where training settles at least squares plus TV.
+            raise ValueError(f"TVWeight='heldout' needs TVGradient='matched' and "
+                             f"DataWeighting='ramp' (got {self.tv_gradient!r} and "
+                             f"{self.data_weighting!r}); give a number or 'auto' instead")
         if self.ramp_floor > 0 and self.data_weighting != "ramp":
             # Refused rather than ignored: a user who sets it expects it to act.
             raise ValueError(f"RampFloor={self.ramp_floor:g} needs DataWeighting='ramp' "

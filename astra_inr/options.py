@@ -45,7 +45,8 @@ def unknown_names_error(unknown: Iterable[str], valid: Iterable[str], what: str)
 
 
 # Kinds that are a number in a range: (int or float, the test, what the error expects).
-# "auto|KIND" also accepts the string 'auto' (the caller resolves it from the data).
+# "auto|KIND" also accepts the string 'auto' (the caller resolves it from the data), and
+# "auto|heldout|KIND" each word before the kind.
 _RANGES: dict[str, tuple[type, Any, str]] = {
     "nonneg_int": (int, lambda x: x >= 0, "an integer >= 0"),
     "positive_int": (int, lambda x: x >= 1, "an integer >= 1"),
@@ -82,14 +83,19 @@ def coerce(name: str, kind: str, choices: tuple, value: Any) -> Any:
     is_none = value is None or (isinstance(value, str) and value.strip().lower() in NONE_STRINGS)
     if kind == "int":
         return as_int(value)
-    auto = kind.startswith("auto|")
-    if auto and isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    if kind.removeprefix("auto|") in _RANGES:
-        convert, ok, expected = _RANGES[kind.removeprefix("auto|")]
-        x = as_int(value) if convert is int else as_float(value)
-        if not ok(x):
-            raise bad(expected + (" or 'auto'" if auto else ""))
+    *words, base = kind.split("|")
+    if words and isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower()
+    if base in _RANGES:
+        convert, ok, expected = _RANGES[base]
+        try:
+            x = as_int(value) if convert is int else as_float(value)
+        except ValueError:
+            if not words:
+                raise
+            x = None
+        if x is None or not ok(x):
+            raise bad(expected + "".join(f" or {w!r}" for w in words))
         return x
     if kind == "optional_int":
         if is_none:

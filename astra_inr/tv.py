@@ -41,7 +41,15 @@ import torch
 
 from .objective import constant_level
 
-__all__ = ["TVProblem", "TVState", "gradient", "divergence", "operator_norm"]
+__all__ = ["TVProblem", "TVState", "gradient", "divergence", "operator_norm", "WEIGHT_LADDER",
+           "ITERATIONS_PER_WEIGHT"]
+
+#: Weights ``w`` tried for a TV reconstruction, smallest first, each rung warm-started from
+#: the one before (``compare``'s TV and ``TVWeight='heldout'``).
+WEIGHT_LADDER = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1,
+                 3e-1, 1.0)
+#: PDHG steps per rung of that ladder.
+ITERATIONS_PER_WEIGHT = 500
 
 
 class _Operator(Protocol):

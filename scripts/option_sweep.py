@@ -47,7 +47,7 @@ BASELINES = ("FBP", "SIRT", "CGLS")
 KEPT = ("psnr", "ssim", "seconds", "iterations", "iteration_choice", "data_residual",
         "heldout_residual", "heldout_residual_ramp", "estimated_noise_level",
         "estimated_inconsistency", "tv_weight_floor", "tv_weight_final", "level_gains",
-        "iteration_blocks")
+        "iteration_blocks", "tv_weight_choice")
 
 
 def parse_config(text: str) -> tuple[str, dict[str, Any]]:
