@@ -615,6 +615,9 @@ class INRTrainer:
         try:
             choice = choose_tv_weight(op, y, self.config.min_constraint,
                                       self.config.max_constraint, progress=relay)
+        except ValueError as exc:
+            raise ValueError(f"TVWeight='heldout' cannot choose a weight here: {exc}; give "
+                             "TVWeight a number or 'auto'") from exc
         finally:
             if op is not self.step_operator:
                 op.close()

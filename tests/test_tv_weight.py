@@ -120,3 +120,12 @@ def test_heldout_needs_the_matched_gradient():
     assert INRConfig.from_options({"TVWeight": "HeldOut"}).tv_weight == "heldout"
     with pytest.raises(ValueError, match="'auto' or 'heldout'"):
         INRConfig.from_options({"TVWeight": "strong"})
+
+
+def test_too_few_angles_to_hold_out_name_the_option():
+    prob = make_problem(n=16, n_angles=8)
+    op = AstraOperator.from_projector(prob.projector_id)
+    tr = INRTrainer(INRConfig(width=8, depth=1, device="cpu", tv_weight="heldout"), op,
+                    prob.sinogram, volume_grid(prob.vol_geom))
+    with pytest.raises(ValueError, match="TVWeight='heldout' cannot choose.*8 angles are too few"):
+        tr.run(2)
