@@ -153,7 +153,10 @@ class Progress:
     seconds : float
         Wall time of this run so far.
     stage : str
-        'train', or 'scale c=...' while Scale='auto' searches.
+        'train', 'scale c=...' while Scale='auto' searches, or 'TV weight w' while
+        TVWeight='heldout' tries its ladder: then ``iteration`` / ``iterations``
+        count its rungs, ``loss`` is the held-out residual and ``data_residual``
+        the residual on the angles fitted.
     """
 
     iteration: int

@@ -141,9 +141,13 @@ class INRPlugin(astra.plugin.base):
 
     @staticmethod
     def _print_progress(p: Progress) -> None:
-        print(f"INR {p.iteration}/{p.iterations} (total {p.total_iterations}) "
-              f"loss {p.loss:.4e} lr {p.learning_rate:.2e} {p.seconds:.1f}s",
-              file=sys.stderr, flush=True)
+        if p.stage.startswith("TV weight"):     # TVWeight='heldout' trying its ladder
+            line = (f"INR {p.stage} ({p.iteration}/{p.iterations}): held-out residual "
+                    f"{p.loss:.4f}, fit residual {p.data_residual:.4f} {p.seconds:.1f}s")
+        else:
+            line = (f"INR {p.iteration}/{p.iterations} (total {p.total_iterations}) "
+                    f"loss {p.loss:.4e} lr {p.learning_rate:.2e} {p.seconds:.1f}s")
+        print(line, file=sys.stderr, flush=True)
 
     def report(self) -> dict[str, Any]:
         out = self.trainer.report()

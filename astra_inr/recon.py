@@ -261,8 +261,11 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
 
             def report_progress(p: Progress) -> None:
                 if progress:
+                    message = (f"held-out residual {p.loss:.4f} fit {p.data_residual:.4f}"
+                               if p.stage.startswith("TV weight") else
+                               f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
                     progress("INR" if p.stage == "train" else p.stage, p.iteration, p.iterations,
-                             f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
+                             message)
 
             if its is None:
                 chosen = trainer.run_until_fitted(callback=report_progress)
