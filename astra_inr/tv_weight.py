@@ -20,7 +20,10 @@ same weight does (a 120-degree Shepp-Logan: 20.77 dB against 20.75 at
 ``w`` = 0.0027).
 
 The angles are masked, not removed: the operator and data keep their shapes
-and any geometry (parallel, fan, cone, vectors) works unchanged.
+and any geometry (parallel, fan, cone, vectors) works unchanged.  Total
+variation is taken within slices, as :mod:`astra_inr.tv` takes it; a cone-beam
+volume is fitted whole, one PDHG step costing a forward and a backprojection
+of it.
 """
 
 from __future__ import annotations
