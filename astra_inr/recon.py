@@ -260,12 +260,16 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
             trainer = INRTrainer(config, op, sino.data, grid)
 
             def report_progress(p: Progress) -> None:
-                if progress:
-                    message = (f"held-out residual {p.loss:.4f} fit {p.data_residual:.4f}"
-                               if p.stage.startswith("TV weight") else
-                               f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
+                if not progress:
+                    return
+                if p.stage.startswith("TV weight"):
+                    # One bar over the ladder's rungs (TVWeight='heldout'), the weight in the message.
+                    progress("TV weight", p.iteration, p.iterations,
+                             f"w {p.stage.split()[-1]} held-out residual {p.loss:.4f} "
+                             f"fit {p.data_residual:.4f}")
+                else:
                     progress("INR" if p.stage == "train" else p.stage, p.iteration, p.iterations,
-                             message)
+                             f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
 
             if its is None:
                 chosen = trainer.run_until_fitted(callback=report_progress)

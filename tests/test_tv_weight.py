@@ -129,3 +129,22 @@ def test_too_few_angles_to_hold_out_name_the_option():
                     prob.sinogram, volume_grid(prob.vol_geom))
     with pytest.raises(ValueError, match="TVWeight='heldout' cannot choose.*8 angles are too few"):
         tr.run(2)
+
+
+def test_the_command_lines_progress_shows_the_ladder_as_one_stage(monkeypatch):
+    from astra_inr.cases import case_from_phantom
+    from astra_inr.recon import ReconOptions, reconstruct_sinograms
+    from conftest import phantom
+
+    monkeypatch.setattr(fit_module, "choose_tv_weight",
+                        functools.partial(choose_tv_weight, ladder=SHORT_LADDER, iterations=50))
+    sino, _, _ = case_from_phantom(phantom(24), 20, 0.02)
+    options = ReconOptions(algorithm="INR", iterations=3, size=24, device="cpu",
+                           inr={"tv_weight": "heldout", "width": 8, "depth": 1})
+    seen = []
+    _, _, info, _ = reconstruct_sinograms(sino, options, lambda *a: seen.append(a))
+    ladder = [s for s in seen if s[0] == "TV weight"]
+    assert {s[0] for s in seen} == {"TV weight", "INR"} and seen[0][0] == "TV weight"
+    assert [s[1] for s in ladder] == list(range(1, len(ladder) + 1))
+    assert ladder[0][3].startswith("w 1e-05 held-out residual")
+    assert info["inr"]["tv_weight_choice"]["weight"] == info["inr"]["tv_weight"]
