@@ -42,8 +42,9 @@ __all__ = ["HOLDOUT_EVERY", "MaskedAngles", "choose_tv_weight"]
 #: data keep their coverage).
 HOLDOUT_EVERY = 5
 #: Stop the ladder after the held-out residual has risen this many rungs in a row
-#: past a fall (the smallest weights, from zero, are early-stopped iterates whose
-#: residual first rises as PDHG fits more noise: a rise before any fall does not count).
+#: past a minimum below the first rung's (the smallest weights, from zero, are
+#: early-stopped iterates whose residual first rises as PDHG fits more noise, then
+#: falls as the weight grows: rises before it has fallen below the first rung do not count).
 RISES_TO_STOP = 2
 
 
@@ -114,9 +115,10 @@ def heldout_mask(n_angles: int, every: int = HOLDOUT_EVERY) -> torch.Tensor:
 def _vertex(weights: Sequence[float], residuals: Sequence[float]) -> float:
     """The minimum of the parabola in log w through three rungs, the middle one the lowest.
 
-    The ladder steps by about 3x; between rungs the held-out residual is smooth
-    in log w, so its minimum lies nearer the lower neighbour.  Kept within the
-    two neighbours.
+    The ladder steps by about 3x, and between rungs the held-out residual is
+    smooth in log w, so the parabola places the minimum between the rungs
+    rather than on the grid.  Kept within the two neighbours; a parabola that
+    does not open upwards keeps the middle rung.
     """
     (x0, x1, x2), (r0, r1, r2) = (math.log(w) for w in weights), residuals
     denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
@@ -192,7 +194,7 @@ def choose_tv_weight(op: Any, y: torch.Tensor, lower: float | None = 0.0,
         if progress is not None:
             progress(k + 1, len(ladder), w, r, fitted[w])
         if k > 0:
-            fell = fell or r < previous
+            fell = fell or r < heldout[ladder[0]]
             rises = rises + 1 if r > previous else 0
         previous = r
         best = min(best, r)
