@@ -112,8 +112,9 @@ AUTO_UNDERFIT = 1.25
 # level, and the fitted bound is Morozov's (MOROZOV_FACTOR, 1.05 x the level), as compare
 # stops SIRT and CGLS by discrepancy.  1.25 stopped runs there while the data were still
 # being fitted beyond it: the Shepp-Logan at 1 % noise left its first block at 1.065 and
-# 1.094 x its level, and a second block gained (60 and 30 angles: 28.19 -> 30.16 and 29.05 -> 30.29 dB, CPU); the
-# noisy CT slices left theirs at 0.94 to 1.01 x and stop there as before.
+# 1.094 x its level, and a second block gained (60 and 30 angles: 28.19 -> 30.16 and
+# 29.05 -> 30.29 dB, CPU); the noisy CT slices left theirs at 0.94 to 1.01 x and stop there
+# as before.
 AUTO_FITTED_MATCHED = MOROZOV_FACTOR
 AUTO_MIN_GAIN = 0.01
 AUTO_WINDOW = 50
