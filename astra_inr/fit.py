@@ -49,7 +49,10 @@ from .passes import (LossPass, RenderPass, StepGraph, constrained_image, graph_p
                      quiet_side_stream_warning)
 from .tv_weight import choose_tv_weight
 
-__all__ = ["INRField", "INRTrainer", "Progress", "resolve_device"]
+__all__ = ["INRField", "INRTrainer", "Progress", "TV_WEIGHT_STAGE", "resolve_device"]
+
+#: Progress.stage while TVWeight='heldout' tries its ladder: this, a space and the weight.
+TV_WEIGHT_STAGE = "TV weight"
 
 # Activation memory budget per chunk: about 12 bytes per neuron per voxel
 # (pre-activation, activation, linear output) kept for backward: 2 GiB on the
@@ -614,7 +617,7 @@ class INRTrainer:
         def relay(rung: int, rungs: int, weight: float, heldout: float, fitted: float) -> None:
             if callback is not None:
                 callback(Progress(rung, rungs, self.total_iterations, heldout, fitted, 0.0,
-                                  time.perf_counter() - start, f"TV weight {weight:g}"))
+                                  time.perf_counter() - start, f"{TV_WEIGHT_STAGE} {weight:g}"))
 
         try:
             choice = choose_tv_weight(op, y, self.config.min_constraint,

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import geometry as geo
 from .config import INRConfig, option_help
-from .fit import INRTrainer, Progress
+from .fit import TV_WEIGHT_STAGE, INRTrainer, Progress
 from .operator import AstraOperator
 from .results import save_result
 
@@ -141,7 +141,7 @@ class INRPlugin(astra.plugin.base):
 
     @staticmethod
     def _print_progress(p: Progress) -> None:
-        if p.stage.startswith("TV weight"):     # TVWeight='heldout' trying its ladder
+        if p.stage.startswith(TV_WEIGHT_STAGE):     # TVWeight='heldout' trying its ladder
             line = (f"INR {p.stage} ({p.iteration}/{p.iterations}): held-out residual "
                     f"{p.loss:.4f}, fit residual {p.data_residual:.4f} {p.seconds:.1f}s")
         else:

@@ -29,7 +29,7 @@ import astra
 import numpy as np
 
 from .config import INRConfig
-from .fit import AUTO_MAX_ROUNDS, AUTO_ROUND, INRTrainer, Progress
+from .fit import AUTO_MAX_ROUNDS, AUTO_ROUND, TV_WEIGHT_STAGE, INRTrainer, Progress
 from .geometry import VolumeGrid
 from .io import open_scan
 from .operator import AstraOperator
@@ -262,11 +262,11 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
             def report_progress(p: Progress) -> None:
                 if not progress:
                     return
-                if p.stage.startswith("TV weight"):
+                if p.stage.startswith(TV_WEIGHT_STAGE):
                     # One bar over the ladder's rungs (TVWeight='heldout'), the weight in the message.
-                    progress("TV weight", p.iteration, p.iterations,
-                             f"w {p.stage.split()[-1]} held-out residual {p.loss:.4f} "
-                             f"fit {p.data_residual:.4f}")
+                    weight = p.stage[len(TV_WEIGHT_STAGE):].strip()
+                    progress(TV_WEIGHT_STAGE, p.iteration, p.iterations,
+                             f"w {weight} held-out residual {p.loss:.4f} fit {p.data_residual:.4f}")
                 else:
                     progress("INR" if p.stage == "train" else p.stage, p.iteration, p.iterations,
                              f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
