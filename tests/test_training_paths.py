@@ -414,8 +414,10 @@ def _scripted_training(trainer, monkeypatch, residuals):
         calls.append(rates)
         trainer.averaging_calls.append((average_from, average_restart))
         trainer.total_iterations += iterations
-        value = next(values) if len(set(rates)) == 1 else 0.0
-        return torch.full((iterations,), value)
+        if len(set(rates)) > 1:                     # the decay
+            return torch.zeros(iterations)
+        value = next(values)                        # one level, or one residual per step
+        return torch.as_tensor(value, dtype=torch.float32).expand(iterations).clone()
 
     monkeypatch.setattr(trainer, "_train", train)
     return calls
@@ -475,6 +477,33 @@ def test_run_until_fitted_with_matched_tv_stops_at_morozovs_bound(monkeypatch, r
     # Within 1.25 x the level the decay continues the last block's mean, as with the plain
     # gradient: the bound decides the length, not the averaging.
     assert tr.averaging_calls[-1] == (0, False)
+
+
+SPIKE = [0.05] * 7 + [0.5]          # a block at 0.05 whose last step spikes ten-fold
+
+
+@pytest.mark.parametrize("residuals, blocks", [
+    # The spike doubles the last steps' mean over the first block's, but the block's typical
+    # level (the median of its second half) halved: the run goes on.
+    ([0.1, SPIKE, 0.0496], 3),
+    # A calm block after one whose mean a spike inflated: the mean fell five-fold, the
+    # typical level not at all, a plateau.
+    ([SPIKE, 0.05], 2),
+])
+def test_run_until_fitted_judges_a_plateau_by_each_blocks_median_not_by_spikes(
+        monkeypatch, residuals, blocks):
+    from astra_inr import fit
+    monkeypatch.setattr(fit, "AUTO_WINDOW", 2)
+    tr = _trainer(make_problem(n=16, n_angles=12), tv_gradient="plain")
+    tr.data_error_level = 0.001                                # far below: never fitted
+    _scripted_training(tr, monkeypatch, residuals)
+    out = tr.run_until_fitted(round_iterations=10, max_rounds=4)
+    assert len(out["blocks"]) == blocks and "less than 1 %" in out["stopped"]
+    assert "median residual of its second half" in out["stopped"]
+    medians = [float(np.median(np.broadcast_to(r, 8)[4:])) for r in residuals[:blocks]]
+    assert [b["median_residual"] for b in out["blocks"]] == pytest.approx(medians)
+    assert [b["data_residual"] for b in out["blocks"]] == pytest.approx(
+        [float(np.mean(np.broadcast_to(r, 8)[-2:])) for r in residuals[:blocks]])
 
 
 def test_reconstruct_without_iterations_lets_the_data_choose_them(monkeypatch):
