@@ -125,10 +125,10 @@ AUTO_WINDOW = 50
 # IterateAveraging averages), not the mean of its last AUTO_WINDOW steps.  At the constant
 # rate Adam does not settle on clean data: within a hundred steps the residual's largest value
 # is typically 5 to 10 x its smallest, at times 90 x (ct-60-n0 and ct-30-n0, CPU), so a
-# 50-step mean rises or falls with whether a spike fell in it.  On ct-30-n0 one spike raised the second block's
-# mean from 0.0057 to 0.0228 and stopped the run, while the median of its second half fell
-# by 17 % (0.0045 -> 0.0037).  The bound against the error level keeps the mean: there a
-# spike can only prolong the run.
+# 50-step mean rises or falls with whether a spike fell in it.  On ct-30-n0 one spike raised
+# the second block's mean from 0.0057 to 0.0228 and stopped the run, while the median of its
+# second half fell by 17 % (0.0045 -> 0.0037).  The bound against the error level keeps the
+# mean: there a spike can only prolong the run.
 
 
 class _Float32Matmul:

@@ -483,7 +483,7 @@ SPIKE = [0.05] * 7 + [0.5]          # a block at 0.05 whose last step spikes ten
 
 
 @pytest.mark.parametrize("residuals, blocks", [
-    # The spike doubles the last steps' mean over the first block's, but the block's typical
+    # The spike lifts the last steps' mean to 2.75 x the first block's, but the block's typical
     # level (the median of its second half) halved: the run goes on.
     ([0.1, SPIKE, 0.0496], 3),
     # A calm block after one whose mean a spike inflated: the mean fell five-fold, the
