@@ -134,9 +134,9 @@ AUTO_WINDOW = 50
 # before them.  Adam also catapults: on sl-60-n0 (CPU) the residual jumped from 0.015 to 0.18
 # at step 550 and took a hundred steps to settle, which lifted the second block's median
 # (0.01556 -> 0.01564) while its last hundred steps sat 18 % below the first block's; the
-# run stopped there at 31.10 dB, where one of 2000 iterations gave 34.07 (another machine).
-# Stopping early cost up to 3 dB there (and 1.7 dB on ct-30-n0), going on to 2000 where
-# 1000 sufficed 0.24 dB (ct-60-n0), so one block without gain does not end a run.
+# run stopped there at 31.10 dB; with two blocks it goes on to 2000 iterations, 34.47 dB.
+# Stopping early cost 3.4 dB there (and 1.7 dB on ct-30-n0), going on to 2000 where 1000
+# sufficed 0.24 dB (ct-60-n0), so one block without gain does not end a run.
 AUTO_PATIENCE = 2
 
 
