@@ -129,11 +129,12 @@ AUTO_WINDOW = 50
 # 50-step mean rises or falls with whether a spike fell in it.  On ct-30-n0 one spike raised
 # the second block's mean from 0.0057 to 0.0228 and stopped the run, while the median of its
 # second half fell by 17 % (0.0045 -> 0.0037).  The bound against the error level keeps the
-# mean: there a spike can only prolong the run.
+# mean: there a spike can only prolong the run, though on noisy data that is not free (on
+# sl-60-n1 a third block it allowed cost 1.33 dB, docs/results.md; not yet changed).
 # A plateau needs AUTO_PATIENCE blocks in a row whose median is not 1 % below the lowest
 # before them.  Adam also catapults: on sl-60-n0 (CPU) the residual jumped from 0.015 to 0.18
 # at step 550 and took a hundred steps to settle, which lifted the second block's median
-# (0.01556 -> 0.01564) while its last hundred steps sat 18 % below the first block's; the
+# (0.01555 -> 0.01557) while its last hundred steps sat 18 % below the first block's; the
 # run stopped there at 31.10 dB; with two blocks it goes on to 2000 iterations, 34.47 dB.
 # Stopping early cost 3.4 dB there (and 1.7 dB on ct-30-n0), going on to 2000 where 1000
 # sufficed 0.24 dB (ct-60-n0), so one block without gain does not end a run.
@@ -1198,9 +1199,9 @@ class INRTrainer:
                 without_gain = without_gain + 1 if typical > (1.0 - AUTO_MIN_GAIN) * lowest else 0
                 if without_gain >= AUTO_PATIENCE:
                     medians = ", ".join(f"{b['median_residual']:.4g}" for b in blocks)
-                    stopped = (f"{without_gain} blocks in a row each lowered the median residual "
-                               f"of its second half by less than {100 * AUTO_MIN_GAIN:g} % below "
-                               f"the lowest before them (medians {medians})")
+                    stopped = (f"the median residual of its second half fell less than "
+                               f"{100 * AUTO_MIN_GAIN:g} % below the lowest before it in "
+                               f"{without_gain} blocks in a row (medians {medians})")
                     break
         n_decay = (round_iterations - block) * len(blocks)
         average = not interrupted and reached
