@@ -130,7 +130,7 @@ AUTO_WINDOW = 50
 # the second block's mean from 0.0057 to 0.0228 and stopped the run, while the median of its
 # second half fell by 17 % (0.0045 -> 0.0037).  The bound against the error level keeps the
 # mean: there a spike can only prolong the run, though on noisy data that is not free (on
-# sl-60-n1 a third block it allowed cost 1.33 dB, docs/results.md; not yet changed).
+# sl-60-n1 a third block it allowed cost 1.33 dB, on sl-30-n1 one gained 0.13; docs/results.md).
 # A plateau needs AUTO_PATIENCE blocks in a row whose median is not 1 % below the lowest
 # before them.  Adam also catapults: on sl-60-n0 (CPU) the residual jumped from 0.015 to 0.18
 # at step 550 and took a hundred steps to settle, which lifted the second block's median
