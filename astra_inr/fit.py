@@ -1199,9 +1199,9 @@ class INRTrainer:
                 without_gain = without_gain + 1 if typical > (1.0 - AUTO_MIN_GAIN) * lowest else 0
                 if without_gain >= AUTO_PATIENCE:
                     medians = ", ".join(f"{b['median_residual']:.4g}" for b in blocks)
-                    stopped = (f"the median residual of its second half fell less than "
-                               f"{100 * AUTO_MIN_GAIN:g} % below the lowest before it in "
-                               f"{without_gain} blocks in a row (medians {medians})")
+                    stopped = (f"in {without_gain} blocks in a row the median residual of the "
+                               f"block's second half fell less than {100 * AUTO_MIN_GAIN:g} % "
+                               f"below the lowest of the blocks before it (medians {medians})")
                     break
         n_decay = (round_iterations - block) * len(blocks)
         average = not interrupted and reached

@@ -500,7 +500,7 @@ def test_run_until_fitted_judges_a_plateau_by_each_blocks_median_not_by_spikes(
     _scripted_training(tr, monkeypatch, residuals)
     out = tr.run_until_fitted(round_iterations=10, max_rounds=4)
     assert len(out["blocks"]) == blocks and "less than 1 %" in out["stopped"]
-    assert "median residual of its second half" in out["stopped"]
+    assert "median residual of the block's second half" in out["stopped"]
     medians = [float(np.median(np.broadcast_to(r, 8)[4:])) for r in residuals[:blocks]]
     assert [b["median_residual"] for b in out["blocks"]] == pytest.approx(medians)
     assert [b["data_residual"] for b in out["blocks"]] == pytest.approx(
