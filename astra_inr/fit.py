@@ -127,10 +127,10 @@ AUTO_WINDOW = 100
 # (ct-60-n0 and ct-30-n0, CPU), so a mean rises or falls with whether a spike fell in it.
 # The bound against the error level reads the median of a block's last AUTO_WINDOW steps.  It
 # read the mean of the last 50, and a spike there prolonged runs on noisy data, which is not
-# free: sl-60-n1's second block read 1.109 x its level by that mean and 1.023 x by this median;
-# its third block cost 1.33 dB (28.80 against 30.13 dB, CPU); sl-30-n1's (1.056 against 1.022 x)
+# free: sl-60-n1's second block read 1.109 x its level by that mean and 1.022 x by this median;
+# its third block cost 1.33 dB (28.80 against 30.13 dB, CPU); sl-30-n1's (1.056 against 1.021 x)
 # gained 0.13 dB.  A hundred steps, not fifty: on noisy data the residual wanders by +-10 %
-# about the level within a block, and the median of sl-60-n1's last 50 read 1.064 x.
+# about the level within a block, and the median of sl-60-n1's last 50 read 1.062 x.
 # The plateau test compares the median residual of each block's second half (the steps
 # IterateAveraging averages).  On ct-30-n0 one spike raised the second block's 50-step mean from
 # 0.0057 to 0.0228, while the median of its second half fell by 17 % (0.0045 -> 0.0037).
@@ -1199,8 +1199,9 @@ class INRTrainer:
                            "median_residual": typical})
             reached = now <= AUTO_UNDERFIT * self.data_error_level
             if now <= fitted * self.data_error_level:
-                stopped = (f"residual {now:.4g} within {fitted:g} x the data's error "
-                           f"level ({self.data_error_level:.4g})")
+                stopped = (f"median residual {now:.4g} of the block's last {AUTO_WINDOW} steps "
+                           f"within {fitted:g} x the data's error level "
+                           f"({self.data_error_level:.4g})")
                 break
             if k:
                 lowest = min(b["median_residual"] for b in blocks[:-1])

@@ -512,7 +512,7 @@ def test_run_until_fitted_judges_a_plateau_by_each_blocks_median_not_by_spikes(
 def test_run_until_fitted_reads_the_error_level_bound_by_a_median_not_a_spike(monkeypatch):
     """A block settled within 1.05 x the level whose last step spikes is fitted: the run stops.
 
-    The mean of its last steps (1.53 x) would have asked for another block, which on noisy
+    The mean of the same steps (2.03 x) would have asked for another block, which on noisy
     data fits the noise (sl-60-n1: 1.33 dB lost, docs/results.md)."""
     from astra_inr import fit
     monkeypatch.setattr(fit, "AUTO_WINDOW", 4)
@@ -521,7 +521,7 @@ def test_run_until_fitted_reads_the_error_level_bound_by_a_median_not_a_spike(mo
     settled_then_spike = [0.0104] * 7 + [0.05]
     _scripted_training(tr, monkeypatch, [settled_then_spike, 0.0104, 0.0104])
     out = tr.run_until_fitted(round_iterations=10, max_rounds=4)
-    assert len(out["blocks"]) == 1 and "within 1.05 x" in out["stopped"]
+    assert len(out["blocks"]) == 1 and "last 4 steps within 1.05 x" in out["stopped"]
     assert out["blocks"][0]["data_residual"] == pytest.approx(0.0104)
     assert "median ||A x - y|| / ||y|| of a block's last 4 steps" in out["rule"]
 
