@@ -448,6 +448,8 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
                              "estimated_inconsistency": rep["estimated_inconsistency"],
                              "tv_weight_floor": rep["tv_weight_floor"],
                              "tv_weight_final": rep["tv_weight"],
+                             "regulariser_weight_final": rep["regularisers"][
+                                 "regulariser_weight_final"],
                              "level_gains": rep["level_fit"]["gains"]}
                     if rep.get("auto_iterations"):
                         extra["iteration_blocks"] = rep["auto_iterations"]["blocks"]

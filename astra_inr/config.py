@@ -139,8 +139,13 @@ class INRConfig:
         "integrals by Monte Carlo over the volume window), after the sample-complexity "
         "analysis of Fourier-feature ReLU networks; pair it with FourierFeatures.", "choice",
         ("none", "generalized_weight_decay"))
-    regulariser_weight: float = _opt(1e-4, "RegulariserWeight", "Weight of Regulariser "
-                                     "relative to the normalised data term.", "nonneg")
+    regulariser_weight: float | str = _opt(
+        1e-4, "RegulariserWeight", "Weight of Regulariser relative to the normalised data "
+        "term.  'discrepancy': Morozov's discrepancy principle sets it, from 1e-4 it grows "
+        "while the data residual ||Ax - y|| / ||y|| is below Discrepancy times the data's "
+        "estimated error level (Discrepancy 'auto': 1.05 here) and falls back towards 1e-4 "
+        "while above, as the rule moves the TV weight; combine it with TVWeight 0.",
+        "discrepancy|nonneg")
     fourier_features: int = _opt(0, "FourierFeatures", "Random Fourier frequencies in front of "
                                  "the network (0: plain coordinates).", "nonneg_int")
     fourier_sigma: float = _opt(3.0, "FourierSigma", "Standard deviation of those frequencies, "
@@ -200,6 +205,12 @@ class INRConfig:
             raise ValueError(f"TVWeight='heldout' needs TVGradient='matched' and "
                              f"DataWeighting='ramp' (got {self.tv_gradient!r} and "
                              f"{self.data_weighting!r}); give a number or 'auto' instead")
+        if self.regulariser_weight == "discrepancy" and (self.regulariser == "none"
+                                                         or self.discrepancy == 0):
+            # Refused rather than ignored: nothing would follow the discrepancy rule.
+            raise ValueError(
+                "RegulariserWeight='discrepancy' needs a Regulariser (got "
+                f"{self.regulariser!r}) and a Discrepancy above 0 (got {self.discrepancy!r})")
         if self.ramp_floor > 0 and self.data_weighting != "ramp":
             # Refused rather than ignored: a user who sets it expects it to act.
             raise ValueError(f"RampFloor={self.ramp_floor:g} needs DataWeighting='ramp' "

@@ -67,6 +67,12 @@ _REGULARITY_MIN_STEP = 10
 _STEP_GRAPH_WARMUP = 3
 # Monte Carlo points per iteration for the generalised weight decay's integrals.
 _GWD_SAMPLES = 4096
+# RegulariserWeight='discrepancy': the rule starts the weight at the fixed default
+# (1e-4) and moves it as the TV weight's (_TV_RATE); at most 1e5 x that (10), a bound
+# it cannot reach in practice: a weight that large drives the output layer to 0 and
+# the residual far above the noise, where the rule lowers it again.
+_GWD_START = 1e-4
+_GWD_MAX_FACTOR = 1e5
 # 3D volumes up to this many voxels train on the whole volume every iteration;
 # larger ones on slabs of about _SLAB_VOXELS voxels (SliceBatch=0, automatic).
 _FULL_BATCH_VOXELS = 1 << 21
@@ -250,6 +256,18 @@ def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(lr)
         else:
             group["lr"] = lr
+
+
+def _discrepancy_step(factor: torch.Tensor, residual: torch.Tensor, target: float,
+                      max_factor: float) -> torch.Tensor:
+    """One step of the discrepancy rule for a weight's multiplier (0-d tensors, no sync).
+
+    The multiplier grows by up to exp(_TV_RATE) while the data residual is below
+    ``target`` (g = 1 - residual^2 / target^2, clipped to [-1, 1]) and falls while
+    above, within [1, ``max_factor``].
+    """
+    g = (1.0 - (residual / target) ** 2).clamp(-1.0, 1.0)
+    return (factor * torch.exp(_TV_RATE * g)).clamp(1.0, max_factor)
 
 
 class _ThinnedHistory:
@@ -497,6 +515,17 @@ class INRTrainer:
         self.discrepancy = (float(config.discrepancy) if config.discrepancy != "auto"
                             else 0.0 if matched else _DISCREPANCY_PLAIN)
         self.discrepancy_target = self.discrepancy * self.data_error_level if with_tv else 0.0
+        #: The Regulariser's weight before the discrepancy rule moves it (RegulariserWeight,
+        #: or its start under 'discrepancy'); 0 without a Regulariser.
+        adaptive_reg = config.regulariser_weight == "discrepancy"
+        self.regulariser_floor = (0.0 if config.regulariser == "none" else
+                                  _GWD_START if adaptive_reg else float(config.regulariser_weight))
+        #: Data residual below which the Regulariser's weight grows; 0: weight fixed.
+        #: Discrepancy 'auto' is Morozov's factor here whatever the TV gradient: the
+        #: weight's only rule is this one.
+        self.regulariser_discrepancy_target = (
+            (_DISCREPANCY_PLAIN if config.discrepancy == "auto" else float(config.discrepancy))
+            * self.data_error_level if adaptive_reg else 0.0)
         #: Where the volume may be non-zero (SupportMask), bool of the grid's shape, or None.
         self.support = (estimate_support(y, operator, self.noise_level)
                         if config.support_mask == "auto" and config.min_constraint == 0 else None)
@@ -556,6 +585,8 @@ class INRTrainer:
         self._singular_vectors: dict = {}
         # TVWeight multiplier (>= 1), kept on the device so adapting it costs no sync.
         self._tv_factor = torch.ones((), device=self.device)
+        # Regulariser weight multiplier (>= 1), moved by the same rule.
+        self._regulariser_factor = torch.ones((), device=self.device)
         self.total_iterations = 0
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
@@ -605,10 +636,10 @@ class INRTrainer:
             terms.append(c.path_norm_weight * regularity.path_norm(net))
         if c.weight_decay > 0:
             terms.append(c.weight_decay * regularity.weight_decay(net))
-        if c.regulariser == "generalized_weight_decay" and c.regulariser_weight > 0:
+        if c.regulariser == "generalized_weight_decay" and self.regulariser_floor > 0:
             samples = self._window_samples(_GWD_SAMPLES)
-            terms.append(c.regulariser_weight * regularity.generalized_weight_decay(
-                net, samples, self._window_volume()))
+            terms.append((self.regulariser_floor * self._regulariser_factor)
+                         * regularity.generalized_weight_decay(net, samples, self._window_volume()))
         return sum(terms) if terms else None
 
     @property
@@ -618,6 +649,11 @@ class INRTrainer:
         None while TVWeight='heldout' has not chosen it (before the first run).
         """
         return None if self.tv_floor is None else self.tv_floor * float(self._tv_factor)
+
+    @property
+    def regulariser_weight(self) -> float:
+        """The Regulariser's weight in use now (0 without one)."""
+        return self.regulariser_floor * float(self._regulariser_factor)
 
     def _choose_tv_weight(self, callback: ProgressCallback | None) -> None:
         """TVWeight='heldout': the weight by held-out projections (:mod:`astra_inr.tv_weight`).
@@ -654,6 +690,14 @@ class INRTrainer:
         self.tv_floor = float(choice["weight"])
         self.seconds += time.perf_counter() - start
 
+    def _adapt_weights(self, residual: torch.Tensor) -> None:
+        """Discrepancy principle for the TV and Regulariser weights (:meth:`_adapt_tv`)."""
+        self._adapt_tv(residual)
+        if self.regulariser_discrepancy_target > 0:
+            self._regulariser_factor = _discrepancy_step(
+                self._regulariser_factor, residual, self.regulariser_discrepancy_target,
+                _GWD_MAX_FACTOR)
+
     def _adapt_tv(self, residual: torch.Tensor) -> None:
         """Discrepancy principle for the TV weight, one multiplicative step per iteration.
 
@@ -667,9 +711,9 @@ class INRTrainer:
         """
         if self.discrepancy_target <= 0:
             return
-        g = (1.0 - (residual / self.discrepancy_target) ** 2).clamp(-1.0, 1.0)
         # In place: a captured whole step reads the factor from this very tensor.
-        self._tv_factor.copy_((self._tv_factor * torch.exp(_TV_RATE * g)).clamp(1.0, _TV_MAX_FACTOR))
+        self._tv_factor.copy_(_discrepancy_step(self._tv_factor, residual,
+                                                self.discrepancy_target, _TV_MAX_FACTOR))
 
     def _window_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Normalised window: (x, y[, z]) half-widths over the largest half-extent.
@@ -799,7 +843,7 @@ class INRTrainer:
         # A graphed pass returns every output as differentiable: cut the residual's history, or
         # the TV factor computed from it would chain each step's graph to the next.
         residual = residual.detach()
-        self._adapt_tv(residual)
+        self._adapt_weights(residual)
         return total.detach(), residual
 
     def _step_graph_unusable(self) -> str | None:
@@ -965,10 +1009,12 @@ class INRTrainer:
             lr_at = lambda i: self.learning_rate_at(i, iterations)  # noqa: E731
         losses = torch.empty(iterations, device=self.device)
         residuals = torch.empty(iterations, device=self.device)
-        # TV multiplier per step, recorded only while the discrepancy rule can change it
-        # (each record is a device op, and a GPU step is launch-bound).
+        # TV and Regulariser multipliers per step, recorded only while the discrepancy rule
+        # can change them (each record is a device op, and a GPU step is launch-bound).
         adaptive = self.discrepancy_target > 0
+        adaptive_reg = self.regulariser_discrepancy_target > 0
         tv_factors = torch.ones(iterations, device=self.device)
+        reg_factors = torch.ones(iterations, device=self.device)
         record_every = max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
         start = time.perf_counter()
         done = 0
@@ -979,6 +1025,8 @@ class INRTrainer:
                 _set_learning_rate(self.optimizer, lr)
                 if adaptive:
                     tv_factors[i] = self._tv_factor
+                if adaptive_reg:
+                    reg_factors[i] = self._regulariser_factor
                 losses[i], residuals[i] = self._step()
                 done = i + 1
                 if average_from is not None and i >= average_from:
@@ -994,7 +1042,8 @@ class INRTrainer:
         finally:
             self._flush_regularity()
             rows = torch.stack([losses[:done], residuals[:done],
-                                self.tv_floor * tv_factors[:done]], dim=1).cpu().tolist()
+                                self.tv_floor * tv_factors[:done],
+                                self.regulariser_floor * reg_factors[:done]], dim=1).cpu().tolist()
             for k, values in enumerate(rows):
                 self.history.add(self.total_iterations + k + 1, *values)
             self.total_iterations += done
@@ -1290,6 +1339,7 @@ class INRTrainer:
             runs.append({"scale": c, "network": self.network, "optimizer": self.optimizer,
                          "history": self.history, "regularity_history": self.regularity_history,
                          "tv_factor": self._tv_factor,
+                         "regulariser_factor": self._regulariser_factor,
                          "residuals": history[:, [0, 2]], "path_norms": path[:, :2],
                          "seconds": self.seconds - t0})
         best = min(float(r["residuals"][:, 1].min()) for r in runs)
@@ -1314,6 +1364,7 @@ class INRTrainer:
         winner = next(r for r in runs if r["scale"] == chosen["scale"])
         self._set_network(winner["network"], winner["optimizer"])
         self._tv_factor = winner["tv_factor"]
+        self._regulariser_factor = winner["regulariser_factor"]
         self.total_iterations = budget
         self.history = winner["history"]
         self.regularity_history = winner["regularity_history"]
@@ -1345,13 +1396,20 @@ class INRTrainer:
                 "(0 where it does not apply: fan or cone beam, object reaching past the detector)"),
             "data_error_level": self.data_error_level,
             "loss_history": self.history.as_list(),
-            "loss_history_columns": ["iteration", "loss", "data_residual", "tv_weight"],
+            "loss_history_columns": ["iteration", "loss", "data_residual", "tv_weight",
+                                     "regulariser_weight"],
             "discrepancy_target": self.discrepancy_target,
             "discrepancy_definition": ("the TV weight grows while ||A x - y|| / ||y|| is below "
                                        "Discrepancy x data_error_level (estimated_noise_level and "
                                        "estimated_inconsistency in quadrature), and falls back "
                                        "towards TVWeight while above"),
             "tv_weight": self.tv_weight,
+            "regulariser_discrepancy_target": self.regulariser_discrepancy_target,
+            "regulariser_discrepancy_definition": (
+                "RegulariserWeight='discrepancy': the Regulariser's weight starts at "
+                f"{_GWD_START:g} and grows while ||A x - y|| / ||y|| is below Discrepancy "
+                "('auto': Morozov's factor) x data_error_level, falling back towards the start "
+                "while above (0: weight fixed)"),
             "learning_rate": self.learning_rate,
             "iterate_averaging": self.iterate_averaging,
             "level_fit": {
@@ -1429,6 +1487,7 @@ class INRTrainer:
                              "RegulariserWeight": c.regulariser_weight, "TVWeight": c.tv_weight,
                              "Discrepancy": c.discrepancy, "discrepancy_used": self.discrepancy,
                              "tv_weight_final": self.tv_weight,
+                             "regulariser_weight_final": self.regulariser_weight,
                              "TVGradient": c.tv_gradient,
                              "FourierFeatures": c.fourier_features,
                              "MinConstraint": c.min_constraint, "SupportMask": c.support_mask,

@@ -210,7 +210,7 @@ def report(alg_id: int) -> dict[str, Any]:
         ``iterations`` (total so far), ``data_residual`` (||Ax - y|| / ||y||
         after the last run; None before any), ``loss_history`` (thinned rows
         named by ``loss_history_columns``: iteration, loss, data residual, TV
-        weight), ``estimated_noise_level``, ``estimated_inconsistency``,
+        weight, Regulariser weight), ``estimated_noise_level``, ``estimated_inconsistency``,
         ``data_error_level`` (the two combined), ``discrepancy_target``,
         ``tv_weight`` (now) and ``tv_weight_floor`` (with its rule),
         ``support_mask`` (applied, free fraction, rule), ``seconds``,

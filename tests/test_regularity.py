@@ -183,6 +183,44 @@ def test_discrepancy_raises_the_tv_weight_only_when_fitting_below_the_noise():
     assert clean["tv_weight"] == pytest.approx(0.1)     # the residual never reaches the noise
 
 
+def test_discrepancy_sets_the_generalized_weight_decay_weight_from_the_noise():
+    noisy = _ct_problem(0.03)
+    net = {"Width": 128, "Depth": 2, "TVWeight": 0, "Regulariser": "generalized_weight_decay"}
+    fixed = _inr_report(noisy, 150, net)
+    adaptive = _inr_report(noisy, 150, {**net, "RegulariserWeight": "discrepancy"})
+    target = adaptive["regulariser_discrepancy_target"]
+    assert target == pytest.approx(1.05 * adaptive["data_error_level"])
+    assert adaptive["discrepancy_target"] == 0.0          # no TV: its rule is off
+    assert fixed["regulariser_discrepancy_target"] == 0.0
+    assert fixed["regularisers"]["regulariser_weight_final"] == pytest.approx(1e-4)
+    # The fixed weight lets the network fit below the noise; the rule raises it until it does not.
+    assert fixed["data_residual"] < target
+    history = np.array(adaptive["loss_history"])
+    assert adaptive["loss_history_columns"][2:] == ["data_residual", "tv_weight",
+                                                    "regulariser_weight"]
+    weights = history[:, 4]
+    assert weights[0] == pytest.approx(1e-4) and weights.min() >= 1e-4 * (1 - 1e-6)
+    # It grows on every step below the target, by exp(0.05 (1 - r^2 / target^2)).
+    below = history[:-1, 2] < target
+    assert below[-50:].all() and np.all(np.diff(weights)[below] > 0)
+    assert adaptive["regularisers"]["regulariser_weight_final"] > 2.5e-4
+    assert np.array(fixed["loss_history"])[:, 4] == pytest.approx(1e-4)
+
+    clean = _inr_report(_ct_problem(0.0), 60, {**net, "RegulariserWeight": "discrepancy"})
+    # Far above the (tiny) noise level for all 60 steps: the weight stays at its start.
+    assert clean["regularisers"]["regulariser_weight_final"] == pytest.approx(1e-4)
+
+
+def test_discrepancy_regulariser_weight_is_refused_where_nothing_would_follow_it():
+    with pytest.raises(ValueError, match="needs a Regulariser"):
+        astra_inr.INRConfig.from_options({"RegulariserWeight": "discrepancy"})
+    with pytest.raises(ValueError, match="Discrepancy above 0"):
+        astra_inr.INRConfig.from_options({"RegulariserWeight": "discrepancy", "Discrepancy": 0,
+                                          "Regulariser": "generalized_weight_decay"})
+    with pytest.raises(ValueError, match="RegulariserWeight"):
+        astra_inr.INRConfig.from_options({"RegulariserWeight": "morozov"})
+
+
 def test_automatic_tv_weight_follows_the_estimated_noise_level():
     net = {"Width": 64, "Depth": 2, "Discrepancy": 0, "TVGradient": "plain"}
     floors = []
