@@ -921,7 +921,7 @@ class INRTrainer:
         if self.matmul_precision == "bf16":
             return "MatmulPrecision bf16 (autocast) is not captured"
         if (c.path_norm_weight > 0 or c.weight_decay > 0
-                or (c.regulariser != "none" and c.regulariser_weight > 0)):
+                or self.regulariser_floor > 0):
             return "parameter regularisers are computed outside the graphs"
         return self._graph_failure
 

@@ -252,6 +252,12 @@ def test_report_says_why_cuda_graphs_were_not_used():
                                           "whole_step_not_used_because": "not on a GPU"}
     off = _trainer(prob, cuda_graphs=False)
     assert off.report()["cuda_graphs"]["not_used_because"] == "CudaGraphs is off"
+    # Parameter regularisers, a weight the discrepancy rule sets among them, stay eager; the
+    # reason is asked as a GPU would ask it (no CUDA call is made).
+    for weight in (1e-3, "discrepancy"):
+        reg = _trainer(prob, regulariser="generalized_weight_decay", regulariser_weight=weight)
+        reg.device = torch.device("cuda", 0)
+        assert reg._graphs_unusable() == "parameter regularisers are computed outside the graphs"
 
 
 def test_the_whole_step_that_a_gpu_captures_is_the_training_step():
