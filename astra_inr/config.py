@@ -76,7 +76,8 @@ class INRConfig:
         "variation lowers contrast, while FBP and SIRT set it from all the data.  Skipped with "
         "MaxConstraint or a MinConstraint other than 0 (the factor would move the bound).",
         "bool")
-    seed: int = _opt(0, "Seed", "Seeds the network initialisation: same seed, same result on "
+    seed: int = _opt(0, "Seed", "Seeds the network initialisation and the training's random "
+                     "points (Jitter, the Regulariser's integrals): same seed, same result on "
                      "the CPU.", "int")
     device: str = _opt("auto", "Device", "Where the network trains: 'auto' (CUDA when torch "
                        "sees a GPU), 'cpu' or 'cuda'.", "choice", ("auto", "cpu", "cuda"))

@@ -587,6 +587,10 @@ class INRTrainer:
         self._tv_factor = torch.ones((), device=self.device)
         # Regulariser weight multiplier (>= 1), moved by the same rule.
         self._regulariser_factor = torch.ones((), device=self.device)
+        # Random points of the training (Jitter, the Regulariser's integrals): drawn from
+        # Seed, restarted with each network, so that Seed repeats a run whatever the
+        # caller's global random state (a batch's second scan, the scale candidates).
+        self._sample_rng = torch.Generator(self.device).manual_seed(self.config.seed)
         self.total_iterations = 0
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
@@ -728,7 +732,8 @@ class INRTrainer:
 
     def _window_samples(self, n: int) -> torch.Tensor:
         lo, hi = self._window_bounds()
-        return lo + (hi - lo) * torch.rand(n, lo.numel(), device=self.device)
+        return lo + (hi - lo) * torch.rand(n, lo.numel(), device=self.device,
+                                           generator=self._sample_rng)
 
     def _training_coords(self, points: slice | torch.Tensor) -> torch.Tensor:
         coords = self.coords[points]
@@ -737,7 +742,8 @@ class INRTrainer:
         if self._voxel is None:
             self._voxel = torch.tensor([v / self.grid.half_extent for v in self.grid.voxel_size],
                                        dtype=torch.float32, device=self.device)
-        return coords + (torch.rand_like(coords) - 0.5) * (self.config.jitter * self._voxel)
+        shift = torch.rand(coords.shape, device=self.device, generator=self._sample_rng) - 0.5
+        return coords + shift * (self.config.jitter * self._voxel)
 
     def _plan_slabs(self) -> None:
         """Split a 3D volume into batches of slices, one per iteration (SliceBatch)."""

@@ -244,6 +244,21 @@ def test_step_passes_equal_the_field_and_the_objective():
     torch.testing.assert_close(residual, (proj - y).norm() / y_norm)
 
 
+def test_seed_repeats_runs_with_random_points_whatever_the_global_random_state():
+    prob = make_problem(n=24, n_angles=16, noise=0.02)
+    options = dict(jitter=0.5, regulariser="generalized_weight_decay", regulariser_weight=1e-2)
+    images = []
+    for draws in (0, 1000):
+        torch.rand(draws)                   # what a caller may have drawn before
+        tr = _trainer(prob, **options)
+        tr.run(4)
+        images.append(tr.image())
+    torch.testing.assert_close(images[0], images[1], rtol=0, atol=0)
+    other = _trainer(prob, **options, seed=1)
+    other.run(4)
+    assert not torch.equal(other.image(), images[0])
+
+
 def test_report_says_why_cuda_graphs_were_not_used():
     prob = make_problem(n=24, n_angles=16)
     tr = _trainer(prob)
