@@ -590,7 +590,7 @@ class INRTrainer:
         # Random points of the training (Jitter, the Regulariser's integrals): drawn from
         # Seed, restarted with each network, so that Seed repeats a run whatever the
         # caller's global random state (a batch's second scan, the scale candidates).
-        self._sample_rng = torch.Generator(self.device).manual_seed(self.config.seed)
+        self._sample_rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.total_iterations = 0
         self.history = _ThinnedHistory()
         self.regularity_history = _ThinnedHistory()
