@@ -133,7 +133,8 @@ class INRConfig:
         "projections' totals over the angles; the network starts fitting noise) the TV weight "
         "grows, and it shrinks back towards TVWeight while the residual is above (0: TVWeight "
         "fixed).  'auto': 0 with TVGradient 'matched' (Morozov's rule over-smooths least "
-        "squares plus TV on noisy data), 1.05 with 'plain'.", "auto|nonneg")
+        "squares plus TV on noisy data), 1.05 with 'plain'.  The same factor drives "
+        "RegulariserWeight 'discrepancy' (there 'auto' is 1.05).", "auto|nonneg")
     regulariser: str = _opt(
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "
@@ -145,7 +146,7 @@ class INRConfig:
         "term.  'discrepancy': Morozov's discrepancy principle sets it, from 1e-4 it grows "
         "while the data residual ||Ax - y|| / ||y|| is below Discrepancy times the data's "
         "estimated error level (Discrepancy 'auto': 1.05 here) and falls back towards 1e-4 "
-        "while above, as the rule moves the TV weight; combine it with TVWeight 0.",
+        "while above, as the rule moves the TV weight.",
         "discrepancy|nonneg")
     fourier_features: int = _opt(0, "FourierFeatures", "Random Fourier frequencies in front of "
                                  "the network (0: plain coordinates).", "nonneg_int")
