@@ -139,7 +139,8 @@ class INRConfig:
         "none", "Regulariser", "'generalized_weight_decay': adds RegulariserWeight times "
         "1/2 sum_k (integral of neuron k)^2 + 1/2 ||output weights||^2 (last hidden layer; "
         "integrals by Monte Carlo over the volume window), after the sample-complexity "
-        "analysis of Fourier-feature ReLU networks; pair it with FourierFeatures.", "choice",
+        "analysis of Fourier-feature ReLU networks (which assumes FourierFeatures; on noisy "
+        "sparse data that pairing fitted the noise, docs/results.md).", "choice",
         ("none", "generalized_weight_decay"))
     regulariser_weight: float | str = _opt(
         1e-4, "RegulariserWeight", "Weight of Regulariser relative to the normalised data "
