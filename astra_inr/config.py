@@ -144,7 +144,7 @@ class INRConfig:
         ("none", "generalized_weight_decay"))
     regulariser_weight: float | str = _opt(
         1e-4, "RegulariserWeight", "Weight of Regulariser relative to the normalised data "
-        "term.  'discrepancy': Morozov's discrepancy principle sets it, from 1e-4 it grows "
+        "term.  'discrepancy': Morozov's discrepancy principle sets it: from 1e-4 it grows "
         "while the data residual ||Ax - y|| / ||y|| is below Discrepancy times the data's "
         "estimated error level (Discrepancy 'auto': 1.05 here) and falls back towards 1e-4 "
         "while above, as the rule moves the TV weight.",

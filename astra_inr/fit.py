@@ -68,9 +68,10 @@ _STEP_GRAPH_WARMUP = 3
 # Monte Carlo points per iteration for the generalised weight decay's integrals.
 _GWD_SAMPLES = 4096
 # RegulariserWeight='discrepancy': the rule starts the weight at the fixed default
-# (1e-4) and moves it as the TV weight's (_TV_RATE); at most 1e5 x that (10), a bound
-# it cannot reach in practice: a weight that large drives the output layer to 0 and
-# the residual far above the noise, where the rule lowers it again.
+# (1e-4) and moves it as the TV weight's (_TV_RATE); at most 1e5 x that (10), only a
+# guard: the weight stops growing once the fit reaches the noise, which the regulariser
+# alone reaches by shrinking the output layer (the CT slices at 1 % and 3 % noise
+# ended their runs below 2700 x, docs/results.md).
 _GWD_START = 1e-4
 _GWD_MAX_FACTOR = 1e5
 # 3D volumes up to this many voxels train on the whole volume every iteration;
