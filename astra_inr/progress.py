@@ -36,6 +36,9 @@ class ProgressBar:
         self._stage: str | None = None
         self._start = time.perf_counter()
         self._last = 0.0
+        # (done, time) of a stage first heard of part-way (a trainer reports every 10
+        # steps), until a second report dates the stage's real start.
+        self._first: tuple[int, float] | None = None
 
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
         now = time.perf_counter()
@@ -43,6 +46,12 @@ class ProgressBar:
             if self._stage is not None and self.tty:
                 self.stream.write("\n")
             self._stage, self._start, self._last = stage, now, 0.0
+            self._first = (done, now) if done > 0 else None
+        elif self._first is not None and done > self._first[0] and now > self._first[1]:
+            # The steps before the first report ran at about the rate seen since.
+            d0, t0 = self._first
+            self._start = t0 - d0 * (now - t0) / (done - d0)
+            self._first = None
         elapsed = now - self._start
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
@@ -58,6 +67,7 @@ class ProgressBar:
                 self._stage = None
         elif finished or now - self._last >= self.log_every:
             self._last = now
+            when = "" if self._first is not None else f"{elapsed:.1f}s "
             self.stream.write(f"{self.prefix}{stage}: {done}/{total} ({100 * frac:.0f}%) "
-                              f"{elapsed:.1f}s {message}\n")
+                              f"{when}{message}\n")
         self.stream.flush()
