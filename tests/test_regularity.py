@@ -193,7 +193,7 @@ def test_discrepancy_sets_the_generalized_weight_decay_weight_from_the_noise():
     assert adaptive["discrepancy_target"] == 0.0          # no TV: its rule is off
     assert fixed["regulariser_discrepancy_target"] == 0.0
     assert fixed["regularisers"]["regulariser_weight_final"] == pytest.approx(1e-4)
-    # The fixed weight lets the network fit below the noise; the rule raises it until it does not.
+    # The fixed weight lets the network fit below the noise; the rule raises it while it does.
     assert fixed["data_residual"] < target
     history = np.array(adaptive["loss_history"])
     assert adaptive["loss_history_columns"][2:] == ["data_residual", "tv_weight",
