@@ -57,17 +57,19 @@ class ProgressBar:
         eta = (total - done) / rate if rate > 0 else 0.0
         frac = done / total if total else 1.0
         finished = done >= total
+        # No time is known before a stage's second report when its first came part-way.
+        timed = self._first is None
         if self.tty:
             bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-            line = (f"\r{self.prefix}{stage:<12} [{bar}] {done}/{total} {rate:6.1f}/s "
-                    f"eta {eta:5.0f}s {message}")
+            speed = f"{rate:6.1f}/s eta {eta:5.0f}s " if timed else ""
+            line = f"\r{self.prefix}{stage:<12} [{bar}] {done}/{total} {speed}{message}"
             self.stream.write(line[:160].ljust(100))
             if finished:
                 self.stream.write("\n")
                 self._stage = None
         elif finished or now - self._last >= self.log_every:
             self._last = now
-            when = "" if self._first is not None else f"{elapsed:.1f}s "
+            when = f"{elapsed:.1f}s " if timed else ""
             self.stream.write(f"{self.prefix}{stage}: {done}/{total} ({100 * frac:.0f}%) "
                               f"{when}{message}\n")
         self.stream.flush()

@@ -57,3 +57,19 @@ def test_log_lines_are_spaced_by_log_every_and_each_stage_ends_with_one(clock):
     assert lines[0].startswith("[scan1] SIRT: 1/100 (1%)")
     assert lines[-1] == "[scan1] SIRT: 100/100 (100%) 100.0s "
     assert 9 <= len(lines) <= 12
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_line_claims_no_rate_before_the_stage_can_be_dated(clock):
+    out = _Terminal()
+    bar = ProgressBar(out)
+    clock.now += 10.0
+    bar("INR", 10, 30)
+    assert "/s" not in out.getvalue() and "eta" not in out.getvalue()
+    clock.now += 10.0
+    bar("INR", 20, 30)
+    assert "   1.0/s eta    10s" in out.getvalue()
