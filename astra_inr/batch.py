@@ -24,6 +24,10 @@ Without a cluster the scans run one after the other in this process.  With
 processes; with ``scheduler`` an existing cluster (e.g. dask-jobqueue on
 SLURM) does.  Each worker imports astra_inr, which registers the plugin there,
 and takes one GPU (worker number modulo the GPUs it sees) when there are GPUs.
+Dask starts its worker processes with ``OMP_NUM_THREADS=1`` (its
+``distributed.nanny.pre-spawn-environ``), so each scan sets PyTorch's CPU
+threads itself: the cores this process may run on, shared among the task
+threads of every worker on its host (`_share_cores`).
 """
 
 from __future__ import annotations
@@ -152,6 +156,44 @@ def _assign_gpu(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "gpu_index": index}
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a SLURM job's cgroup)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
+def _share_cores() -> int | None:
+    """On a Dask worker: set PyTorch's CPU threads to this task's share of the host's cores.
+
+    Dask's nanny spawns workers with ``OMP_NUM_THREADS=1``, which would leave
+    one core per scan however many the host has.  The share is the usable
+    cores divided by the task threads (``nthreads``) of all the workers on this
+    host, so a local cluster of N workers splits the machine N ways and several
+    worker processes of one job do not oversubscribe it.  Returns the threads
+    set, or None outside a Dask worker (PyTorch's own default then stands).
+    """
+    try:
+        from distributed import get_client, get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    import torch
+
+    host = worker.address.rsplit(":", 1)[0]
+    try:
+        workers = get_client().scheduler_info()["workers"]
+        tasks = sum(w["nthreads"] for address, w in workers.items()
+                    if address.rsplit(":", 1)[0] == host)
+    except Exception:  # the scheduler unreachable: count this worker alone
+        tasks = 0
+    threads = max(1, _usable_cores() // max(tasks, worker.state.nthreads, 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def run_job(job: ScanJob, overwrite: bool = False, quiet: bool = True) -> dict[str, Any]:
     """Reconstruct one scan; never raises: returns its record for the batch report."""
     import astra_inr  # noqa: F401  (registers the INR plugin in a fresh worker process)
@@ -167,6 +209,9 @@ def run_job(job: ScanJob, overwrite: bool = False, quiet: bool = True) -> dict[s
     # folder): only our own temporary leftovers are removed.
     for stale in out.parent.glob(f".tmp-{out.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    threads = _share_cores()
+    if threads is not None:
+        record["cpu_threads"] = threads
     try:
         options = ReconOptions.from_mapping(_assign_gpu(job.options))
         progress = None if quiet else ProgressBar(prefix=f"[{job.name}] ")

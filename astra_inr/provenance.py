@@ -32,6 +32,7 @@ def provenance() -> dict[str, Any]:
         "host": platform.node(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
         "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])
         if sys.argv and sys.argv[0] else None,
         "working_directory": os.getcwd(),

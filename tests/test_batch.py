@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from astra_inr.batch import load_batch, run_batch
+from astra_inr.batch import _usable_cores, load_batch, run_batch
 from astra_inr.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,5 +99,23 @@ def test_local_dask_cluster_with_two_workers(tmp_path):
     assert status == {"scan_a": "done", "scan_b": "done", "broken": "failed", "missing": "failed",
                       "a_sirt": "done"}
     assert report["mode"].startswith("local dask cluster, 2 workers")
+    share = max(1, _usable_cores() // 2)
+    for scan in report["scans"]:
+        if scan["status"] == "done":
+            assert scan["cpu_threads"] == share
     again = run_batch(config, workers=2, quiet=True)
     assert {s["name"]: s["status"] for s in again["scans"]}["scan_b"] == "skipped"
+
+
+def test_a_dask_worker_uses_its_share_of_the_cores_not_dasks_one_thread(tmp_path):
+    # Dask spawns workers with OMP_NUM_THREADS=1; a lone worker should still use every core.
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(SAMPLE, data / "scan.h5")
+    config = tmp_path / "batch.toml"
+    config.write_text('out = "results"\n[defaults]\nalgorithm = "FBP"\nrows = "0:1"\n'
+                      '[[scan]]\ninput = "data/scan.h5"\n')
+    report = run_batch(config, workers=1, quiet=True)
+    assert report["scans"][0]["cpu_threads"] == _usable_cores()
+    result = json.loads((tmp_path / "results" / "scan" / "report.json").read_text())
+    assert result["provenance"]["cpu_threads"] == _usable_cores()
