@@ -16,7 +16,8 @@ The configuration file (TOML)::
 Each scan is written to ``out/<name>/`` (atomically: a folder there is a
 finished result).  A finished scan is skipped on the next run, so an
 interrupted batch resumes; leftovers of a scan interrupted while writing are
-removed and it is redone.  A scan that fails (missing, corrupt, inconsistent)
+removed and it is redone, an INR from its last checkpoint where it has one
+(:mod:`astra_inr.checkpoint`).  A scan that fails (missing, corrupt, inconsistent)
 is recorded with its error in ``out/batch_report.json`` and the others go on.
 
 Without a cluster the scans run one after the other in this process.  With

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", required=True, help="result folder (created when complete)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing result")
     rec.add_argument("--quiet", action="store_true", help="no progress display")
+    rec.add_argument("--restart", action="store_true",
+                     help="INR: ignore the checkpoint an interrupted run of this result left "
+                          "and start afresh (by default a run of the same scan and options "
+                          "goes on from it)")
     _add_options(rec)
 
     bat = sub.add_parser("batch", help="reconstruct the scans listed in a TOML file",
@@ -117,9 +121,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .recon import reconstruct
 
     options = ReconOptions.from_mapping(
-        _given(args, ("command", "input", "out", "overwrite", "quiet", "debug")))
+        _given(args, ("command", "input", "out", "overwrite", "quiet", "debug", "restart")))
     out = reconstruct(args.input, args.out, options, overwrite=args.overwrite,
-                      progress=None if args.quiet else ProgressBar())
+                      progress=None if args.quiet else ProgressBar(), resume=not args.restart)
     if not args.quiet:
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -1171,7 +1171,9 @@ class INRTrainer:
 
     def run_until_fitted(self, callback: ProgressCallback | None = None,
                          callback_every: int = 10, round_iterations: int | None = None,
-                         max_rounds: int | None = None) -> dict[str, Any]:
+                         max_rounds: int | None = None,
+                         checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                         resume: dict[str, Any] | None = None) -> dict[str, Any]:
         """One run whose length the data choose: ``round_iterations`` x 1 to ``max_rounds``.
 
         The run's constant learning rate lasts in blocks of
@@ -1202,6 +1204,15 @@ class INRTrainer:
             Iterations per block and its share of the decay (default ``AUTO_ROUND``).
         max_rounds : int, optional
             Most blocks (default ``AUTO_MAX_ROUNDS``).
+        checkpoint : callable, optional
+            Called with this run's state (a dict of CPU tensors and plain
+            values, for ``torch.save``) before each block after the first, so
+            that an interrupted run can go on from its last finished block.
+        resume : dict, optional
+            Such a state, taken from a trainer of the same config, operator
+            and data: this fresh trainer restores it (:meth:`restore`) and
+            continues the run where it stopped.  ``round_iterations`` and
+            ``max_rounds`` are the saved run's.
 
         Returns
         -------
@@ -1217,6 +1228,9 @@ class INRTrainer:
         ValueError
             If ``round_iterations`` or ``max_rounds`` is not a positive integer.
         """
+        if resume is not None:
+            self.restore(resume["trainer"])
+            round_iterations, max_rounds = resume["round_iterations"], resume["max_rounds"]
         round_iterations = AUTO_ROUND if round_iterations is None else round_iterations
         max_rounds = AUTO_MAX_ROUNDS if max_rounds is None else max_rounds
         for name, value in (("round_iterations", round_iterations), ("max_rounds", max_rounds)):
@@ -1230,8 +1244,8 @@ class INRTrainer:
         # holds the residual at the error level (Discrepancy is 0), so Morozov's bound, as
         # compare stops SIRT and CGLS.
         fitted = AUTO_FITTED_MATCHED if self.tv_filter is not None else AUTO_UNDERFIT
-        start = self.total_iterations
-        blocks: list[dict[str, float]] = []
+        start = self.total_iterations if resume is None else resume["start"]
+        blocks: list[dict[str, float]] = [] if resume is None else list(resume["blocks"])
         stopped = f"{max_rounds} blocks, the most allowed"
         interrupted = False
 
@@ -1240,9 +1254,13 @@ class INRTrainer:
                 return None
             return lambda p: callback(replace(p, iteration=done + p.iteration, iterations=planned))
 
-        reached = False
-        without_gain = 0
-        for k in range(int(max_rounds)):
+        reached = False if resume is None else resume["reached"]
+        without_gain = 0 if resume is None else resume["without_gain"]
+        for k in range(len(blocks), int(max_rounds)):
+            if k and checkpoint is not None:
+                checkpoint({"trainer": self.state(), "round_iterations": round_iterations,
+                            "max_rounds": max_rounds, "start": start, "blocks": list(blocks),
+                            "reached": reached, "without_gain": without_gain})
             # Each block averages its second half, kept if it turns out to be the last.
             residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
                                     callback_every, lr_at=lambda i: lr0, average_from=block // 2)
@@ -1383,6 +1401,91 @@ class INRTrainer:
             "iterations_per_candidate": budget,
         }
         return self.scale_selection
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything training carries from one step to the next, on the CPU (for torch.save).
+
+        With :meth:`restore` on a trainer built from the same config, operator
+        and data, training continues exactly as it would have (on the CPU the
+        same numbers): the network and Adam's moments, the adaptive weights,
+        the random generators, the slice batches' epoch, the running mean of
+        IterateAveraging, the histories and what the scale search and
+        TVWeight='heldout' chose.  Taken between steps, never mid-step.
+        """
+        if self.network is None:
+            raise RuntimeError("no network yet: Scale='auto' chooses one at the first run()")
+
+        def cpu(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.detach().cpu().clone()
+            if isinstance(value, dict):
+                return {k: cpu(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(cpu(v) for v in value)
+            return value
+
+        return {
+            "scale": float(self.network.scale),
+            "network": cpu(self.network.state_dict()),
+            "optimizer": cpu(self.optimizer.state_dict()),
+            "tv_factor": float(self._tv_factor),
+            "regulariser_factor": float(self._regulariser_factor),
+            "sample_rng": self._sample_rng.get_state(),
+            "slab_rng": self._slab_rng.get_state(),
+            "slab_order": cpu(self._slab_order),
+            "average": cpu(self._average),
+            "average_steps": self._average_steps,
+            "total_iterations": self.total_iterations,
+            "seconds": self.seconds,
+            "history": (self.history.stride, self.history.as_list()),
+            "regularity_history": (self.regularity_history.stride,
+                                   self.regularity_history.as_list()),
+            "tv_floor": self.tv_floor,
+            "tv_weight_choice": self.tv_weight_choice,
+            "scale_selection": self.scale_selection,
+            "level_gains": list(self.level_gains),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` of a trainer of the same problem (before any step here).
+
+        Raises
+        ------
+        RuntimeError
+            If this trainer has already trained (its CUDA graphs would hold
+            the memory that restoring replaces).
+        ValueError
+            If the state's network does not fit this trainer's config.
+        """
+        if self.total_iterations or (self.network is not None and self._passes):
+            raise RuntimeError("restore a state into a fresh trainer, before its first step")
+        network = self._new_network(float(state["scale"]))
+        try:
+            network.load_state_dict(state["network"])
+        except RuntimeError as exc:
+            raise ValueError(f"the saved network does not fit this configuration: {exc}") from exc
+        self._set_network(network)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._tv_factor.fill_(state["tv_factor"])
+        self._regulariser_factor.fill_(state["regulariser_factor"])
+        self._sample_rng.set_state(state["sample_rng"])
+        self._slab_rng.set_state(state["slab_rng"])
+        self._slab_order = [t.to(self.device) for t in state["slab_order"]]
+        self._average = (None if state["average"] is None
+                         else [t.to(self.device) for t in state["average"]])
+        self._average_steps = int(state["average_steps"])
+        self.total_iterations = int(state["total_iterations"])
+        self.seconds = float(state["seconds"])
+        for name in ("history", "regularity_history"):
+            history = _ThinnedHistory()
+            history.stride, history.items = state[name][0], [list(r) for r in state[name][1]]
+            setattr(self, name, history)
+        self.tv_floor = state["tv_floor"]
+        self.tv_weight_choice = state["tv_weight_choice"]
+        self.scale_selection = state["scale_selection"]
+        self.level_gains = list(state["level_gains"])
+        self._image = None
 
     # ------------------------------------------------------------------ reporting
     def report(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 import astra
 import numpy as np
 
+from .checkpoint import RunCheckpoint
 from .config import INRConfig
 from .fit import AUTO_MAX_ROUNDS, AUTO_ROUND, TV_WEIGHT_STAGE, INRTrainer, Progress
 from .geometry import VolumeGrid
@@ -213,8 +214,19 @@ def _astra_slices(name: str, sinos: np.ndarray, vg: dict, pg: dict, iterations: 
 
 
 def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
-                          progress: ProgressFn | None = None) -> tuple[np.ndarray, VolumeGrid, dict, Any]:
+                          progress: ProgressFn | None = None,
+                          checkpoint: RunCheckpoint | None = None,
+                          ) -> tuple[np.ndarray, VolumeGrid, dict, Any]:
     """Reconstruct preprocessed sinograms with the chosen algorithm.
+
+    Parameters
+    ----------
+    sino : Sinograms
+    options : ReconOptions
+    progress : callable(stage, done, total, message), optional
+    checkpoint : RunCheckpoint, optional
+        INR with its length chosen by the data: saved before each block after
+        the first, and a fitting saved state is gone on from (:mod:`astra_inr.checkpoint`).
 
     Returns
     -------
@@ -272,7 +284,18 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
                              f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
 
             if its is None:
-                chosen = trainer.run_until_fitted(callback=report_progress)
+                resume, save = None, None
+                if checkpoint is not None:
+                    resume, finding = checkpoint.load()
+                    save = checkpoint.save
+                    info["checkpoint"] = {"file": str(checkpoint.path), "found": finding,
+                                          "resumed_at_iteration": None if resume is None
+                                          else resume["trainer"]["total_iterations"]}
+                    if progress and resume is not None:
+                        progress("checkpoint", 1, 1, f"{finding} at iteration "
+                                 f"{resume['trainer']['total_iterations']}")
+                chosen = trainer.run_until_fitted(callback=report_progress, checkpoint=save,
+                                                  resume=resume)
                 info["iterations"] = chosen["iterations"]
             else:
                 trainer.run(its, callback=report_progress)
@@ -284,7 +307,8 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
 
 
 def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
-                overwrite: bool = False, progress: ProgressFn | None = None) -> Path:
+                overwrite: bool = False, progress: ProgressFn | None = None,
+                resume: bool = True) -> Path:
     """Read, preprocess, reconstruct and write one scan.
 
     Parameters
@@ -298,6 +322,12 @@ def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptio
     overwrite : bool
         Replace an existing result; otherwise ``FileExistsError`` before any work.
     progress : callable(stage, done, total, message), optional
+    resume : bool
+        INR with its length chosen by the data saves its state beside
+        ``out_dir`` before each block after the first (``.<name>.checkpoint.pt``,
+        removed once the result is written); run again on the same scan with
+        the same options, it goes on from there.  False: start afresh (the
+        old checkpoint is then replaced).
 
     Returns
     -------
@@ -314,7 +344,13 @@ def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptio
     sino = preprocess(scan, pre, progress=(lambda d, t: progress("preprocess", d, t, "rows"))
                       if progress else None)
     t_pre = time.perf_counter() - t0
-    volume, grid, info, field = reconstruct_sinograms(sino, options, progress)
+    checkpoint = None
+    if options.algorithm == "INR" and options.n_iterations is None:
+        checkpoint = RunCheckpoint(out_dir, sino.data, sino.angles, sino.center, sino.pixel_size,
+                                   options.to_dict())
+        if not resume:
+            checkpoint.remove()
+    volume, grid, info, field = reconstruct_sinograms(sino, options, progress, checkpoint)
     report = {
         "input": scan.summary(),
         "preprocessing": sino.report,
@@ -326,6 +362,9 @@ def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptio
         "seconds": {"preprocessing": t_pre, "reconstruction": info["seconds"],
                     "total": time.perf_counter() - t0},
     }
-    return save_result(out_dir, volume, report, grid, field=field,
-                       options=info.get("inr", {}).get("options"),
-                       units="mm" if sino.pixel_size else None, overwrite=overwrite)
+    result = save_result(out_dir, volume, report, grid, field=field,
+                         options=info.get("inr", {}).get("options"),
+                         units="mm" if sino.pixel_size else None, overwrite=overwrite)
+    if checkpoint is not None:
+        checkpoint.remove()
+    return result
