@@ -1466,7 +1466,11 @@ class INRTrainer:
         except RuntimeError as exc:
             raise ValueError(f"the saved network does not fit this configuration: {exc}") from exc
         self._set_network(network)
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Adam's moments come from the state, its settings stay this trainer's: the state
+        # may come from another device, and where CUDA graphs hold the step the step size
+        # must stay a device tensor (a float would be baked into the graph) and capturable.
+        self.optimizer.load_state_dict({"state": state["optimizer"]["state"],
+                                        "param_groups": self.optimizer.state_dict()["param_groups"]})
         self._tv_factor.fill_(state["tv_factor"])
         self._regulariser_factor.fill_(state["regulariser_factor"])
         self._sample_rng.set_state(state["sample_rng"])

@@ -93,6 +93,33 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(kind, o
     assert again.tv_weight_choice == first.tv_weight_choice
 
 
+def test_restore_keeps_the_trainers_own_adam_settings_a_cuda_graph_needs(monkeypatch):
+    # A GPU trainer whose steps are CUDA graphs holds the step size as a device tensor and a
+    # capturable Adam; a state saved on the CPU (a float step size) must not undo that.
+    from astra_inr import fit
+
+    op, sino, grid = _problem("slice")
+    cpu = INRTrainer(INRConfig(**FAST), op, sino, grid)
+    cpu.run(3)
+    state = _saved(cpu.state())
+    adam = fit._adam
+
+    def as_for_graphs(network, lr, capturable=False):
+        optimizer = adam(network, lr)
+        optimizer.param_groups[0]["lr"] = torch.tensor(float(lr))
+        optimizer.param_groups[0]["capturable"] = True
+        return optimizer
+
+    monkeypatch.setattr(fit, "_adam", as_for_graphs)
+    graphed = INRTrainer(INRConfig(**FAST), op, sino, grid)
+    graphed.restore(state)
+    group = graphed.optimizer.param_groups[0]
+    assert isinstance(group["lr"], torch.Tensor) and group["capturable"] is True
+    moments = graphed.optimizer.state[group["params"][0]]
+    saved = cpu.optimizer.state[cpu.optimizer.param_groups[0]["params"][0]]
+    torch.testing.assert_close(moments["exp_avg"], saved["exp_avg"], rtol=0, atol=0)
+
+
 def test_restore_refuses_a_trainer_that_has_trained_and_a_network_of_another_shape():
     op, sino, grid = _problem("slice")
     trainer = INRTrainer(INRConfig(**FAST), op, sino, grid)
