@@ -12,6 +12,9 @@ Sections (each guarded: a failure is reported and the next runs):
    and a cone-beam INR through the plugin against SIRT3D_CUDA (orientation).
 3. CUDA graphs: 200 training steps with and without them (2D with noise, 3D
    in slabs), same seed: the volumes and residual histories must agree.
+3b. Checkpoint: a data-chosen run killed before its second block and resumed
+   in a fresh trainer, against the same run uninterrupted (blocks, volumes,
+   CUDA graphs after the restore).
 4. Projector matrix: ASTRA's matrix on the GPU against the cuda and cuda3d
    projectors (relative difference, milliseconds per product), and INR with
    the matrix (the default) against ASTRA calls at every step (PSNR, seconds).
@@ -209,6 +212,62 @@ def check_graphs():
                      "seconds_eager_graphed_200_its": [ta, tb]}
         op.close()
     return out
+
+
+@section("checkpoint: a run resumed from its saved state on the GPU")
+def check_checkpoint(device: str = "cuda"):
+    """run_until_fitted killed at its first checkpoint (before its second block) and resumed in
+    a fresh trainer (the state through torch.save/load), against the same run uninterrupted:
+    the same blocks, close volumes (on a GPU not bit for bit), CUDA graphs used after the
+    restore, Adam's step size still a device tensor."""
+    import io
+
+    vg = astra.create_vol_geom(128, 128)
+    pg = astra.create_proj_geom("parallel", 1.0, 192, np.linspace(0, np.pi, 60, endpoint=False))
+    _, phantom = astra.data2d.shepp_logan(vg)
+    op = AstraOperator.create(vg, pg)
+    clean = op.forward(torch.from_numpy(phantom.astype(np.float32)).to(op.data_device))
+    gen = torch.Generator(device=clean.device).manual_seed(0)
+    sino = clean + 0.02 * clean.abs().max() * torch.randn(clean.shape, device=clean.device,
+                                                             generator=gen)
+    config = INRConfig(min_constraint=0.0, device=device)
+    plan = dict(round_iterations=100, max_rounds=3)
+
+    class Killed(BaseException):
+        pass
+
+    whole = INRTrainer(config, op, sino, volume_grid(vg))
+    out = whole.run_until_fitted(**plan)
+    saved = []
+
+    def save_then_die(state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        saved.append(torch.load(buffer, weights_only=True))
+        raise Killed
+
+    first = INRTrainer(config, op, sino, volume_grid(vg))
+    try:
+        first.run_until_fitted(checkpoint=save_then_die, **plan)
+    except Killed:
+        pass
+    again = INRTrainer(config, op, sino, volume_grid(vg))
+    t0 = time.perf_counter()
+    resumed = again.run_until_fitted(resume=saved[-1]) if saved else {}
+    seconds = time.perf_counter() - t0
+    a, b = whole.image().cpu().numpy(), again.image().cpu().numpy()
+    op.close()
+    lr = again.optimizer.param_groups[0]["lr"]
+    return {"killed_at_a_checkpoint": bool(saved),
+            "resumed_at_iteration": saved[-1]["trainer"]["total_iterations"] if saved else None,
+            "iterations_whole_resumed": [out["iterations"], resumed.get("iterations")],
+            "same_blocks": len(out["blocks"]) == len(resumed.get("blocks", [])),
+            "image_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a)),
+            "psnr_whole_resumed": [psnr(a, phantom), psnr(b, phantom)],
+            "graphs_after_restore": again.report()["cuda_graphs"],
+            "lr_is_device_tensor": isinstance(lr, torch.Tensor) and lr.device.type == "cuda",
+            "seconds_resumed": seconds}
 
 
 @section("projector matrix: ASTRA's matrix on the GPU against its cuda projectors")
@@ -411,7 +470,9 @@ def big_volume():
 
 #: Section name -> how main() runs it within the budget, in this order.
 SECTIONS = {"2d": lambda budget: check_2d(), "3d": lambda budget: check_3d(),
-            "graphs": lambda budget: check_graphs(), "matrix": lambda budget: check_matrix(),
+            "graphs": lambda budget: check_graphs(),
+            "checkpoint": lambda budget: check_checkpoint(),
+            "matrix": lambda budget: check_matrix(),
             "speed": lambda budget: speed(budget - 170),
             "big": lambda budget: big_volume(),
             "defaults": lambda budget: defaults_sweep(deadline=budget - 25),
@@ -423,9 +484,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     ap.add_argument("--budget", type=float, default=530.0,
                     help="seconds after which optional sections are skipped")
-    ap.add_argument("--sections", default="2d,3d,graphs,matrix,speed,big,defaults",
-                    help="comma-separated sections to run, of 2d, 3d, graphs, matrix, speed, big, "
-                         "defaults and 3d-variants (not run by default: about 6 minutes)")
+    ap.add_argument("--sections", default="2d,3d,graphs,checkpoint,matrix,speed,big,defaults",
+                    help="comma-separated sections to run, of 2d, 3d, graphs, checkpoint, matrix, "
+                         "speed, big, defaults and 3d-variants (not run by default: about 6 "
+                         "minutes)")
     args = ap.parse_args()
     wanted = set(args.sections.split(","))
     unknown = wanted - set(SECTIONS)
