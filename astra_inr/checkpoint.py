@@ -1,8 +1,9 @@
 """Where an interrupted INR run keeps its state, and whether a later run may go on from it.
 
-An INR whose length the data choose trains in blocks (``INRTrainer.run_until_fitted``);
-before each block after the first, :func:`~astra_inr.recon.reconstruct` saves the
-trainer's state beside the result folder, as ``.<name>.checkpoint.pt``.  When the
+An INR run of :func:`~astra_inr.recon.reconstruct` saves the trainer's state beside
+the result folder, as ``.<name>.checkpoint.pt``: where the data choose its length,
+before each of its blocks after the first (``INRTrainer.run_until_fitted``), else
+every ``CHECKPOINT_EVERY`` (400) iterations (``INRTrainer.run``).  When the
 same scan is reconstructed again into the same folder with the same options (a job
 killed at its wall-time limit and started again, a batch run again), the run goes
 on from its last finished block instead of starting over.  The file is removed once

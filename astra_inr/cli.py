@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--restart", action="store_true",
                      help="INR: ignore the checkpoint an interrupted run of this result left "
                           "and start afresh (by default a run of the same scan and options "
-                          "goes on from it)")
+                          "goes on from it; INR saves one every 400 iterations)")
     _add_options(rec)
 
     bat = sub.add_parser("batch", help="reconstruct the scans listed in a TOML file",

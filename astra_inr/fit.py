@@ -150,6 +150,10 @@ AUTO_WINDOW = 100
 # sufficed 0.24 dB (ct-60-n0), so one block without gain does not end a run.
 AUTO_PATIENCE = 2
 
+#: Iterations between the checkpoints of a run of fixed length (``run(checkpoint=...)``):
+#: as often as a data-chosen run saves (once per block: ``constant_fraction`` x AUTO_ROUND).
+CHECKPOINT_EVERY = 400
+
 
 class _Float32Matmul:
     """Set torch's float32 matrix-product precision for a block ('high' allows TF32)."""
@@ -269,6 +273,22 @@ def _discrepancy_step(factor: torch.Tensor, residual: torch.Tensor, target: floa
     """
     g = (1.0 - (residual / target) ** 2).clamp(-1.0, 1.0)
     return (factor * torch.exp(_TV_RATE * g)).clamp(1.0, max_factor)
+
+
+def _record_every(iterations: int) -> int:
+    """Iterations between regularity records of a run of ``iterations``."""
+    return max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
+
+
+def _moved(value: Any, device: torch.device | str) -> Any:
+    """``value`` with every tensor in it (nested dicts, lists, tuples) a copy on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device, copy=True)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(v, device) for v in value)
+    return value
 
 
 class _ThinnedHistory:
@@ -999,14 +1019,16 @@ class INRTrainer:
     def _train(self, iterations: int, callback: ProgressCallback | None, callback_every: int,
                stage: str = "train", lr_at: Callable[[int], float] | None = None,
                average_from: int | None = None, average_restart: bool = True,
-               ) -> torch.Tensor:
+               record_every: int | None = None) -> torch.Tensor:
         """Run ``iterations`` steps on the current network (histories and timers updated).
 
         ``lr_at(i)`` is step ``i``'s learning rate (default: :meth:`learning_rate_at`
         for a run of ``iterations``).  From step ``average_from`` on, each step's
         weights join the running mean (IterateAveraging; restarted there unless
-        ``average_restart`` is False).  Returns the data residual of each step done
-        (fewer than ``iterations`` when the callback stopped the run), on the device.
+        ``average_restart`` is False).  The regularity is recorded every
+        ``record_every`` iterations (default: about ``_REGULARITY_RECORDS`` times
+        over these steps).  Returns the data residual of each step done (fewer
+        than ``iterations`` when the callback stopped the run), on the device.
         """
         if self.tv_floor is None:
             self._choose_tv_weight(callback)
@@ -1022,7 +1044,8 @@ class INRTrainer:
         adaptive_reg = self.regulariser_discrepancy_target > 0
         tv_factors = torch.ones(iterations, device=self.device)
         reg_factors = torch.ones(iterations, device=self.device)
-        record_every = max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
+        if record_every is None:
+            record_every = _record_every(iterations)
         start = time.perf_counter()
         done = 0
         self._image = None
@@ -1059,7 +1082,9 @@ class INRTrainer:
         return residuals[:done]
 
     def run(self, iterations: int, callback: ProgressCallback | None = None,
-            callback_every: int = 10) -> None:
+            callback_every: int = 10,
+            checkpoint: Callable[[dict[str, Any]], None] | None = None,
+            resume: dict[str, Any] | None = None) -> None:
         """Train for ``iterations`` more iterations.
 
         With ``Scale='auto'``, the first call first runs the scale search
@@ -1074,19 +1099,53 @@ class INRTrainer:
             and after the last; returning True stops the run early.
         callback_every : int
             Iterations between callbacks (each costs a device sync on GPU).
+        checkpoint : callable, optional
+            Called with the run's state (CPU tensors and plain values, for
+            ``torch.save``) every ``CHECKPOINT_EVERY`` iterations, so that an
+            interrupted run can go on from there; the run itself is the same.
+        resume : dict, optional
+            Such a state, from a trainer of the same config, operator and data:
+            this fresh trainer restores it (:meth:`restore`) and trains the rest
+            of that run (``iterations`` is the saved run's).
 
         Raises
         ------
         ValueError
             If ``iterations`` is not a positive integer.
         """
+        if resume is not None:
+            self.restore(resume["trainer"])
+            iterations = resume["iterations"]
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         if self.network is None:
             self.choose_scale(callback, callback_every)
         iterations = int(iterations)
         knee = int(self.constant_fraction * iterations)
-        residuals = self._train(iterations, callback, callback_every, average_from=knee // 2)
+        first_averaged = knee // 2
+        done = 0 if resume is None else int(resume["done"])
+        parts = [] if resume is None else [resume["residuals"].to(self.device)]
+        record_every = _record_every(iterations)
+        segment = CHECKPOINT_EVERY if checkpoint is not None else iterations
+        while done < iterations:
+            if done and checkpoint is not None:
+                checkpoint({"trainer": self.state(), "iterations": iterations, "done": done,
+                            "residuals": torch.cat(parts).cpu()})
+            n = min(segment, iterations - done)
+            relay = None if callback is None else (
+                lambda p, d=done: callback(replace(p, iteration=d + p.iteration,
+                                                   iterations=iterations)))
+            residuals = self._train(
+                n, relay, callback_every,
+                lr_at=lambda i, d=done: self.learning_rate_at(d + i, iterations),
+                average_from=(max(first_averaged - done, 0) if done + n > first_averaged
+                              else None),
+                average_restart=done <= first_averaged, record_every=record_every)
+            parts.append(residuals)
+            done += len(residuals)
+            if len(residuals) < n:
+                break
+        residuals = torch.cat(parts)
         reached = self._reached_error_level(residuals[:knee])
         self._finish_run(use_average=len(residuals) == iterations and reached)
 
@@ -1415,15 +1474,7 @@ class INRTrainer:
         """
         if self.network is None:
             raise RuntimeError("no network yet: Scale='auto' chooses one at the first run()")
-
-        def cpu(value: Any) -> Any:
-            if isinstance(value, torch.Tensor):
-                return value.detach().cpu().clone()
-            if isinstance(value, dict):
-                return {k: cpu(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return type(value)(cpu(v) for v in value)
-            return value
+        cpu = lambda value: _moved(value, "cpu")  # noqa: E731
 
         return {
             "scale": float(self.network.scale),
@@ -1435,6 +1486,7 @@ class INRTrainer:
             "slab_rng": self._slab_rng.get_state(),
             "slab_order": cpu(self._slab_order),
             "average": cpu(self._average),
+            "singular_vectors": cpu(self._singular_vectors),
             "average_steps": self._average_steps,
             "total_iterations": self.total_iterations,
             "seconds": self.seconds,
@@ -1475,9 +1527,9 @@ class INRTrainer:
         self._regulariser_factor.fill_(state["regulariser_factor"])
         self._sample_rng.set_state(state["sample_rng"])
         self._slab_rng.set_state(state["slab_rng"])
-        self._slab_order = [t.to(self.device) for t in state["slab_order"]]
-        self._average = (None if state["average"] is None
-                         else [t.to(self.device) for t in state["average"]])
+        self._slab_order = _moved(state["slab_order"], self.device)
+        self._average = _moved(state["average"], self.device)
+        self._singular_vectors = _moved(state["singular_vectors"], self.device)
         self._average_steps = int(state["average_steps"])
         self.total_iterations = int(state["total_iterations"])
         self.seconds = float(state["seconds"])

@@ -225,8 +225,9 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
     options : ReconOptions
     progress : callable(stage, done, total, message), optional
     checkpoint : RunCheckpoint, optional
-        INR with its length chosen by the data: saved before each block after
-        the first, and a fitting saved state is gone on from (:mod:`astra_inr.checkpoint`).
+        INR: its state is saved on the way (before each block after the first,
+        or every ``CHECKPOINT_EVERY`` iterations of a given count) and a fitting
+        saved state is gone on from (:mod:`astra_inr.checkpoint`).
 
     Returns
     -------
@@ -283,22 +284,22 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
                     progress("INR" if p.stage == "train" else p.stage, p.iteration, p.iterations,
                              f"loss {p.loss:.3e} residual {p.data_residual:.4f}")
 
+            resume, save = None, None
+            if checkpoint is not None:
+                resume, finding = checkpoint.load()
+                save = checkpoint.save
+                info["checkpoint"] = {"file": str(checkpoint.path), "found": finding,
+                                      "resumed_at_iteration": None if resume is None
+                                      else resume["trainer"]["total_iterations"]}
+                if progress and resume is not None:
+                    progress("checkpoint", 1, 1, f"{finding} at iteration "
+                             f"{resume['trainer']['total_iterations']}")
             if its is None:
-                resume, save = None, None
-                if checkpoint is not None:
-                    resume, finding = checkpoint.load()
-                    save = checkpoint.save
-                    info["checkpoint"] = {"file": str(checkpoint.path), "found": finding,
-                                          "resumed_at_iteration": None if resume is None
-                                          else resume["trainer"]["total_iterations"]}
-                    if progress and resume is not None:
-                        progress("checkpoint", 1, 1, f"{finding} at iteration "
-                                 f"{resume['trainer']['total_iterations']}")
                 chosen = trainer.run_until_fitted(callback=report_progress, checkpoint=save,
                                                   resume=resume)
                 info["iterations"] = chosen["iterations"]
             else:
-                trainer.run(its, callback=report_progress)
+                trainer.run(its, callback=report_progress, checkpoint=save, resume=resume)
             volume = trainer.image().cpu().numpy()
             info["inr"] = trainer.report()
             field = trainer.field
@@ -323,11 +324,10 @@ def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptio
         Replace an existing result; otherwise ``FileExistsError`` before any work.
     progress : callable(stage, done, total, message), optional
     resume : bool
-        INR with its length chosen by the data saves its state beside
-        ``out_dir`` before each block after the first (``.<name>.checkpoint.pt``,
-        removed once the result is written); run again on the same scan with
-        the same options, it goes on from there.  False: start afresh (the
-        old checkpoint is then replaced).
+        INR saves its state beside ``out_dir`` every 400 iterations
+        (``.<name>.checkpoint.pt``, removed once the result is written); run
+        again on the same scan with the same options, it goes on from there.
+        False: start afresh (the old checkpoint is then replaced).
 
     Returns
     -------
@@ -345,7 +345,7 @@ def reconstruct(input_path: str | Path, out_dir: str | Path, options: ReconOptio
                       if progress else None)
     t_pre = time.perf_counter() - t0
     checkpoint = None
-    if options.algorithm == "INR" and options.n_iterations is None:
+    if options.algorithm == "INR":
         checkpoint = RunCheckpoint(out_dir, sino.data, sino.angles, sino.center, sino.pixel_size,
                                    options.to_dict())
         if not resume:

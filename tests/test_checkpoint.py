@@ -93,6 +93,52 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(kind, o
     assert again.tv_weight_choice == first.tv_weight_choice
 
 
+@pytest.mark.parametrize("kind,options", CASES[:2])
+def test_a_run_of_fixed_length_saves_on_its_way_and_resumes_to_the_same_end(kind, options,
+                                                                             monkeypatch):
+    from astra_inr import fit
+
+    # Checkpoints every 7 of 30 steps: the averaging starts (step 12) and the decay (24)
+    # inside segments.
+    monkeypatch.setattr(fit, "CHECKPOINT_EVERY", 7)
+    op, sino, grid = _problem(kind)
+    config = INRConfig(**FAST, **options)
+
+    def trainer():
+        t = INRTrainer(config, op, sino, grid)
+        t.data_error_level = 1.0                        # the run "reaches" it: its mean is kept
+        return t
+
+    plain = trainer()
+    plain.run(30)
+    saving = trainer()
+    states = []
+    saving.run(30, checkpoint=states.append)
+    assert [s["done"] for s in states] == [7, 14, 21, 28]
+    assert plain.report()["iterate_averaging"]["used"]
+    np.testing.assert_array_equal(saving.image().numpy(), plain.image().numpy())
+    assert saving.history.as_list() == plain.history.as_list()
+    assert saving.regularity_history.as_list() == plain.regularity_history.as_list()
+
+    killed = trainer()
+
+    def save_then_die(state):
+        states.append(_saved(state))
+        if state["done"] == 21:
+            raise Killed
+
+    states.clear()
+    with pytest.raises(Killed):
+        killed.run(30, checkpoint=save_then_die)
+    again = trainer()
+    again.run(1, resume=states[-1])                     # the saved run's length is kept
+    assert again.total_iterations == 30
+    np.testing.assert_array_equal(again.image().numpy(), plain.image().numpy())
+    assert again.history.as_list() == plain.history.as_list()
+    assert again.regularity_history.as_list() == plain.regularity_history.as_list()
+    assert again.report()["iterate_averaging"] == plain.report()["iterate_averaging"]
+
+
 def test_restore_keeps_the_trainers_own_adam_settings_a_cuda_graph_needs(monkeypatch):
     # A GPU trainer whose steps are CUDA graphs holds the step size as a device tensor and a
     # capturable Adam; a state saved on the CPU (a float step size) must not undo that.
@@ -178,4 +224,46 @@ def test_a_killed_reconstruction_goes_on_from_its_checkpoint_when_run_again(tmp_
     assert report["iterations"] == json.loads((whole / "report.json").read_text())[
         "reconstruction"]["iterations"]
     np.testing.assert_array_equal(read_tiff_stack(out), read_tiff_stack(whole))
+    assert not ckpt.checkpoint_path(out).exists()
+
+
+def test_a_killed_reconstruction_of_given_iterations_goes_on_from_its_checkpoint(tmp_path,
+                                                                                 monkeypatch):
+    from astra_inr import checkpoint as ckpt
+    from astra_inr import fit
+    from astra_inr.cli import main
+    from astra_inr.io.writers import read_tiff_stack
+
+    monkeypatch.setattr(fit, "CHECKPOINT_EVERY", 8)
+    scan = Path(__file__).resolve().parents[1] / "sample_data" / "scan_dxchange.h5"
+    args = ["--rows", "0:2", "--binning", "2", "--width", "24", "--depth", "2",
+            "--learning-rate", "0.01", "--iterations", "20", "--quiet"]
+    whole, out = tmp_path / "whole", tmp_path / "rec"
+    assert main(["reconstruct", str(scan), "--out", str(whole), *args]) == 0
+    save = ckpt.RunCheckpoint.save
+
+    def save_then_die(self, state):
+        save(self, state)
+        if state["done"] == 16:
+            raise Killed
+
+    monkeypatch.setattr(ckpt.RunCheckpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        main(["reconstruct", str(scan), "--out", str(out), *args])
+    monkeypatch.setattr(ckpt.RunCheckpoint, "save", save)
+    assert main(["reconstruct", str(scan), "--out", str(out), *args]) == 0
+    report = json.loads((out / "report.json").read_text())["reconstruction"]
+    assert report["checkpoint"]["resumed_at_iteration"] == 16 and report["iterations"] == 20
+    np.testing.assert_array_equal(read_tiff_stack(out), read_tiff_stack(whole))
+    assert not ckpt.checkpoint_path(out).exists()
+    # Killed again; --restart then starts afresh although the checkpoint fits.
+    monkeypatch.setattr(ckpt.RunCheckpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        main(["reconstruct", str(scan), "--out", str(out), *args, "--overwrite"])
+    monkeypatch.setattr(ckpt.RunCheckpoint, "save", save)
+    assert ckpt.checkpoint_path(out).is_file()
+    assert main(["reconstruct", str(scan), "--out", str(out), *args, "--overwrite",
+                 "--restart"]) == 0
+    found = json.loads((out / "report.json").read_text())["reconstruction"]["checkpoint"]
+    assert found["resumed_at_iteration"] is None and found["found"] == "no checkpoint"
     assert not ckpt.checkpoint_path(out).exists()
