@@ -6,12 +6,12 @@ before each of its blocks after the first (``INRTrainer.run_until_fitted``), els
 every ``CHECKPOINT_EVERY`` (400) iterations (``INRTrainer.run``).  When the
 same scan is reconstructed again into the same folder with the same options (a job
 killed at its wall-time limit and started again, a batch run again), the run goes
-on from its last finished block instead of starting over.  The file is removed once
+on from its last checkpoint instead of starting over.  The file is removed once
 the result folder is complete.
 
 A checkpoint is used only where it fits: a fingerprint of the preprocessed
-sinograms (their values, angles, centre and pixel size), the options and the
-package version must all match.  Anything else (another scan, other options, a
+sinograms (their values, angles, centre and pixel size), the options, the
+package version and the layout of the saved state must all match.  Anything else (another scan, other options, a
 file that cannot be read) starts afresh and says why in the report.
 """
 
@@ -25,6 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from .fit import STATE_FORMAT
 
 __all__ = ["RunCheckpoint", "checkpoint_path"]
 
@@ -40,7 +42,8 @@ def _fingerprint(data: np.ndarray, angles: np.ndarray, center: float,
     digest = hashlib.sha256()
     digest.update(json.dumps({"shape": list(data.shape), "center": float(center),
                               "pixel_size": pixel_size, "options": options,
-                              "version": version}, sort_keys=True, default=str).encode())
+                              "version": version, "state_format": STATE_FORMAT},
+                             sort_keys=True, default=str).encode())
     digest.update(np.ascontiguousarray(angles, dtype=np.float64).tobytes())
     digest.update(memoryview(np.ascontiguousarray(data, dtype=np.float32)).cast("B"))
     return digest.hexdigest()

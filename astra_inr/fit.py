@@ -150,6 +150,10 @@ AUTO_WINDOW = 100
 # sufficed 0.24 dB (ct-60-n0), so one block without gain does not end a run.
 AUTO_PATIENCE = 2
 
+#: Version of the layout of :meth:`INRTrainer.state` (raise it with every change there, so
+#: that a checkpoint of an older layout starts afresh instead of failing to restore).
+STATE_FORMAT = 1
+
 #: Iterations between the checkpoints of a run of fixed length (``run(checkpoint=...)``):
 #: as often as a data-chosen run saves (once per block: ``constant_fraction`` x AUTO_ROUND).
 CHECKPOINT_EVERY = 400
