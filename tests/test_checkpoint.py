@@ -5,13 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
-import astra
 import numpy as np
 import pytest
 import torch
 
 from astra_inr import AstraOperator, INRConfig, INRTrainer, volume_grid
 from conftest import make_problem
+from test_training_paths import _volume_problem
 
 FAST = dict(width=24, depth=2, learning_rate=1e-2, device="cpu")
 
@@ -20,24 +20,13 @@ class Killed(BaseException):
     """Stands for the process being killed while a run trains."""
 
 
-def _slices_problem():
-    slices, n = 4, 16
-    vol = np.zeros((slices, n, n), np.float32)
-    for k in range(slices):
-        vol[k, 3 + k % 3:12, 4:10 + k % 4] = 1.0
-    vg = astra.create_vol_geom(n, n, slices)
-    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, slices, 24,
-                                np.linspace(0, np.pi, 20, endpoint=False))
-    op = AstraOperator.create(vg, pg)
-    return op, op.forward(torch.from_numpy(vol)), volume_grid(vg)
-
-
 def _problem(kind):
     if kind == "slice":
         prob = make_problem(n=20, n_angles=12, noise=0.01)
         return (AstraOperator.from_projector(prob.projector_id), prob.sinogram,
                 volume_grid(prob.vol_geom))
-    return _slices_problem()
+    _, vg, _, op, sino = _volume_problem(slices=4)
+    return op, sino, volume_grid(vg)
 
 
 def _saved(state):
