@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -74,6 +75,8 @@ class RunCheckpoint:
 
         self.path = checkpoint_path(out_dir)
         self.fingerprint = _fingerprint(data, angles, center, pixel_size, options, __version__)
+        #: Why the last save failed (None: every save so far succeeded).
+        self.save_failure: str | None = None
 
     def load(self) -> tuple[dict[str, Any] | None, str]:
         """The saved run state if it fits this run, and what was found.
@@ -94,10 +97,26 @@ class RunCheckpoint:
         return saved["run"], f"resumed from {self.path}"
 
     def save(self, run_state: dict[str, Any]) -> None:
-        """Write the run's state (atomically: a crash mid-write leaves the previous one)."""
+        """Write the run's state (atomically: a crash mid-write leaves the previous one).
+
+        A checkpoint that cannot be written (disk full, no permission) must not
+        end the run it is there to protect: the failure is warned about once,
+        kept in ``save_failure`` for the report, and training goes on.
+        """
         tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"fingerprint": self.fingerprint, "run": run_state}, tmp)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"fingerprint": self.fingerprint, "run": run_state}, tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if self.save_failure is None:
+                warnings.warn(f"could not write the checkpoint {self.path} ({exc}); the run goes "
+                              "on without one", RuntimeWarning, stacklevel=2)
+            self.save_failure = f"{type(exc).__name__}: {exc}"
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+        else:
+            self.save_failure = None
 
     def remove(self) -> None:
         """Delete the checkpoint (the run's result is complete)."""

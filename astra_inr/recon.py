@@ -300,6 +300,8 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
                 info["iterations"] = chosen["iterations"]
             else:
                 trainer.run(its, callback=report_progress, checkpoint=save, resume=resume)
+            if checkpoint is not None and checkpoint.save_failure is not None:
+                info["checkpoint"]["save_failed"] = checkpoint.save_failure
             volume = trainer.image().cpu().numpy()
             info["inr"] = trainer.report()
             field = trainer.field

@@ -256,3 +256,21 @@ def test_a_killed_reconstruction_of_given_iterations_goes_on_from_its_checkpoint
     found = json.loads((out / "report.json").read_text())["reconstruction"]["checkpoint"]
     assert found["resumed_at_iteration"] is None and found["found"] == "no checkpoint"
     assert not ckpt.checkpoint_path(out).exists()
+
+
+def test_a_checkpoint_is_written_into_new_folders_and_a_failed_write_does_not_end_the_run(
+        tmp_path):
+    from astra_inr.checkpoint import RunCheckpoint
+
+    data, angles = np.ones((1, 4, 6), np.float32), np.linspace(0, np.pi, 4, endpoint=False)
+    nested = RunCheckpoint(tmp_path / "new" / "folders" / "rec", data, angles, 2.5, None, {})
+    nested.save({"done": 1})                             # the result folder's parents appear later
+    assert nested.load() == ({"done": 1}, f"resumed from {nested.path}")
+    (tmp_path / "file").write_text("not a folder")
+    blocked = RunCheckpoint(tmp_path / "file" / "rec", data, angles, 2.5, None, {})
+    with pytest.warns(RuntimeWarning, match="could not write the checkpoint"):
+        blocked.save({"done": 1})
+    assert blocked.save_failure and not blocked.path.exists()
+    other = RunCheckpoint(tmp_path / "new" / "folders" / "rec", data, angles, 2.5, None,
+                          {"seed": 1})
+    assert other.load()[0] is None                      # other options: not this run's state
