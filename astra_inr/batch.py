@@ -174,6 +174,8 @@ def _share_cores() -> int | None:
     host, so a local cluster of N workers splits the machine N ways and several
     worker processes of one job do not oversubscribe it.  Returns the threads
     set, or None outside a Dask worker (PyTorch's own default then stands).
+    An ``OMP_NUM_THREADS`` above 1 in the worker's environment was set on
+    purpose (Dask's default is 1) and is kept.
     """
     try:
         from distributed import get_client, get_worker
@@ -183,6 +185,10 @@ def _share_cores() -> int | None:
         return None
     import torch
 
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and int(asked) > 1:
+        torch.set_num_threads(int(asked))
+        return int(asked)
     host = worker.address.rsplit(":", 1)[0]
     try:
         workers = get_client().scheduler_info()["workers"]
