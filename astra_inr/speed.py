@@ -290,9 +290,12 @@ def run_speed_benchmarks(args: Any = None) -> list[dict[str, Any]]:
     ``args.quick`` shrinks the CPU problems.
     """
     quick = bool(getattr(args, "quick", False))
+    n, its = (96, 10) if quick else (128, 30)
     rows = [activation_cost("cpu", points=16384 if quick else 65536),
-            matmul_floor("cpu", n=96 if quick else 128),
-            training_speed_2d("cpu", n=96 if quick else 128, iterations=10 if quick else 30)]
+            matmul_floor("cpu", n=n),
+            training_speed_2d("cpu", n=n, iterations=its),
+            # bf16 products (MatmulPrecision bf16): native on CPUs with AVX512-BF16 or AMX.
+            training_speed_2d("cpu", n=n, iterations=its, precision="bf16")]
     if torch.cuda.is_available() and astra.use_cuda():
         rows += [activation_cost("cuda", points=65536),
                  activation_cost("cuda", points=65536, graphed=True), matmul_floor("cuda", n=256),
