@@ -108,16 +108,20 @@ def test_local_dask_cluster_with_two_workers(tmp_path, monkeypatch):
     assert {s["name"]: s["status"] for s in again["scans"]}["scan_b"] == "skipped"
 
 
-def test_a_dask_worker_uses_its_share_of_the_cores_not_dasks_one_thread(tmp_path, monkeypatch):
-    # Dask spawns workers with OMP_NUM_THREADS=1; a lone worker should still use every core.
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+def _one_scan_on_one_worker(tmp_path: Path) -> dict:
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(SAMPLE, data / "scan.h5")
     config = tmp_path / "batch.toml"
     config.write_text('out = "results"\n[defaults]\nalgorithm = "FBP"\nrows = "0:1"\n'
                       '[[scan]]\ninput = "data/scan.h5"\n')
-    report = run_batch(config, workers=1, quiet=True)
+    return run_batch(config, workers=1, quiet=True)
+
+
+def test_a_dask_worker_uses_its_share_of_the_cores_not_dasks_one_thread(tmp_path, monkeypatch):
+    # Dask spawns workers with OMP_NUM_THREADS=1; a lone worker should still use every core.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    report = _one_scan_on_one_worker(tmp_path)
     assert report["scans"][0]["cpu_threads"] == _usable_cores()
     result = json.loads((tmp_path / "results" / "scan" / "report.json").read_text())
     assert result["provenance"]["cpu_threads"] == _usable_cores()
@@ -126,11 +130,5 @@ def test_a_dask_worker_uses_its_share_of_the_cores_not_dasks_one_thread(tmp_path
 def test_a_thread_count_set_for_the_dask_workers_is_kept(tmp_path, monkeypatch):
     # A user's OMP_NUM_THREADS (exported before the batch) reaches the workers over Dask's 1.
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(SAMPLE, data / "scan.h5")
-    config = tmp_path / "batch.toml"
-    config.write_text('out = "results"\n[defaults]\nalgorithm = "FBP"\nrows = "0:1"\n'
-                      '[[scan]]\ninput = "data/scan.h5"\n')
-    report = run_batch(config, workers=1, quiet=True)
+    report = _one_scan_on_one_worker(tmp_path)
     assert report["scans"][0]["cpu_threads"] == 3
