@@ -252,17 +252,20 @@ def check_checkpoint(device: str = "cuda"):
         first.run_until_fitted(checkpoint=save_then_die, **plan)
     except Killed:
         pass
+    if not saved:                       # one block was enough: nothing to resume
+        op.close()
+        return {"killed_at_a_checkpoint": False, "blocks": len(out["blocks"])}
     again = INRTrainer(config, op, sino, volume_grid(vg))
     t0 = time.perf_counter()
-    resumed = again.run_until_fitted(resume=saved[-1]) if saved else {}
+    resumed = again.run_until_fitted(resume=saved[-1])
     seconds = time.perf_counter() - t0
     a, b = whole.image().cpu().numpy(), again.image().cpu().numpy()
     op.close()
     lr = again.optimizer.param_groups[0]["lr"]
-    return {"killed_at_a_checkpoint": bool(saved),
-            "resumed_at_iteration": saved[-1]["trainer"]["total_iterations"] if saved else None,
-            "iterations_whole_resumed": [out["iterations"], resumed.get("iterations")],
-            "same_blocks": len(out["blocks"]) == len(resumed.get("blocks", [])),
+    return {"killed_at_a_checkpoint": True,
+            "resumed_at_iteration": saved[-1]["trainer"]["total_iterations"],
+            "iterations_whole_resumed": [out["iterations"], resumed["iterations"]],
+            "same_blocks": len(out["blocks"]) == len(resumed["blocks"]),
             "image_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a)),
             "psnr_whole_resumed": [psnr(a, phantom), psnr(b, phantom)],
             "graphs_after_restore": again.report()["cuda_graphs"],
