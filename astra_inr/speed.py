@@ -162,6 +162,7 @@ def training_speed_2d(device: str = "cpu", n: int = 256, n_angles: int = 100,
     rate = iterations / seconds
     return {"row": "INR training, 2D", "device": machine(dev), "image": f"{n}x{n}",
             "angles": n_angles, "precision": trainer.matmul_precision,
+            "bf16_native": trainer.bf16_native,
             "cuda_graphs": trainer.graphed_steps,
             "step_operator": step_operator["kind"],
             "matrix_build_s": step_operator.get("build_s"), "trainer_setup_s": setup_s,
@@ -294,7 +295,8 @@ def run_speed_benchmarks(args: Any = None) -> list[dict[str, Any]]:
     rows = [activation_cost("cpu", points=16384 if quick else 65536),
             matmul_floor("cpu", n=n),
             training_speed_2d("cpu", n=n, iterations=its),
-            # bf16 products (MatmulPrecision bf16): native on CPUs with AVX512-BF16 or AMX.
+            # bf16 products (MatmulPrecision bf16): a gain only on CPUs with AVX512-BF16 or
+            # AMX; elsewhere the row shows the emulation's cost (bf16_native False).
             training_speed_2d("cpu", n=n, iterations=its, precision="bf16")]
     if torch.cuda.is_available() and astra.use_cuda():
         rows += [activation_cost("cuda", points=65536),

@@ -136,6 +136,34 @@ def test_matmul_precision_options_train(precision):
     assert torch.get_float32_matmul_precision() == "highest"       # restored after each step
 
 
+@pytest.mark.parametrize("native", [True, False, None])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_and_is_reported(monkeypatch, native):
+    import warnings
+    from astra_inr import fit
+    monkeypatch.setattr(fit, "native_bf16", lambda: native)
+    prob = make_problem(n=16, n_angles=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = _trainer(prob, matmul_precision="bf16")
+        plain = _trainer(prob, matmul_precision="float32")
+    slow = [w for w in caught if "without bf16 instructions" in str(w.message)]
+    assert len(slow) == (1 if native is False else 0)
+    assert tr.report()["bf16_native"] is native
+    assert plain.report()["bf16_native"] is None                     # not asked for bf16
+
+
+def test_native_bf16_reads_the_cpu_or_says_it_does_not_know(monkeypatch):
+    from astra_inr import fit
+    monkeypatch.setattr(fit.platform, "machine", lambda: "aarch64")
+    assert fit.native_bf16() is None
+    monkeypatch.setattr(fit.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert fit.native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert fit.native_bf16() is True
+
+
 def test_tv_weight_lowers_the_total_variation_and_is_reported():
     from astra_inr.objective import total_variation
 
