@@ -153,7 +153,7 @@ class _HeldOutResidual:
 
     def __init__(self, heldout: Sinograms, size: int | None, vg: dict, n_rows: int,
                  cuda: bool) -> None:
-        vg_h, pg, _, _ = _geometries(heldout, size)
+        vg_h, pg, _ = _geometries(heldout, size)
         if vg_h != vg or heldout.data.shape[0] != n_rows:
             raise ValueError(
                 f"the held-out projections ({heldout.data.shape[0]} rows, grid {vg_h}) do not "
@@ -396,7 +396,7 @@ def compare_methods(sino: Sinograms, methods: Sequence[str], options: ReconOptio
     unknown = [m for m in methods if m.upper() not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    vg, exact, centred, grid = _geometries(sino, options.size)
+    vg, exact, grid = _geometries(sino, options.size)
     if reference is not None:
         reference = np.asarray(reference, np.float32).reshape(grid.shape)
     cuda = _use_cuda(options.device)

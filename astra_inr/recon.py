@@ -6,13 +6,16 @@ preprocessed sinograms and geometry:
 
 * the volume is a stack of slices, one per detector row kept (after
   ``rows`` and ``binning``), each ``n x n`` pixels with ``n`` the detector
-  width, pixels the size of a detector pixel (mm when the file says, then
+  width (for a half-acquisition scan, a full turn with the axis near one
+  edge, the whole field it sees: almost twice that), pixels the size of a
+  detector pixel (mm when the file says, then
   the volume is in 1/mm; else detector pixels), slices in ASTRA's 2D row
   order (row 0 at the top) as 2D FBP/SIRT give them;
 * the rotation axis is where preprocessing found (or was told) it: SIRT,
   CGLS and INR use an exact ``parallel_vec`` geometry with the detector
   offset; FBP (ASTRA's CPU FBP knows only ``parallel``) uses the sinogram
-  shifted so the axis is at the detector centre;
+  shifted so the axis is at the detector centre (a half acquisition: placed
+  on a detector of the whole field and weighted so each line counts once);
 * FBP/SIRT/CGLS run slice by slice through ASTRA (``*_CUDA`` on a GPU); INR
   reconstructs all slices as one 3D implicit representation.
 """
@@ -36,6 +39,7 @@ from .io import open_scan
 from .operator import AstraOperator
 from .options import coerce_all, option, unknown_names_error
 from .preprocess import PreprocessOptions, Sinograms, parallel_geometry, preprocess
+from .preprocess.geometry import field_of_view, is_half_acquisition, weight_half_acquisition
 from .results import save_result
 
 __all__ = ["ALGORITHMS", "ReconOptions", "reconstruct", "reconstruct_sinograms",
@@ -83,7 +87,8 @@ class ReconOptions:
                                       "A:B used as (or to correct) the flat field.",
                                       "optional_str")
     size: int | None = option(None, "size", "Reconstruction grid: N x N pixels of the detector "
-                              "pixel size, centred on the axis (default: the detector width).",
+                              "pixel size, centred on the axis (default: the detector width; for a "
+                              "half-acquisition scan, the whole field its turn sees).",
                               "optional_int")
     # algorithm
     algorithm: str = option("INR", "algorithm", "INR, FBP, SIRT or CGLS.", "choice",
@@ -157,25 +162,44 @@ class ReconOptions:
 # Geometry of preprocessed sinograms
 # ---------------------------------------------------------------------------
 
-def _geometries(sino: Sinograms, size: int | None = None) -> tuple[dict, dict, dict, VolumeGrid]:
-    """(2D volume geometry, exact 2D projection geometry, centred 'parallel' geometry, 3D grid).
+def _geometries(sino: Sinograms, size: int | None = None) -> tuple[dict, dict, VolumeGrid]:
+    """(2D volume geometry, exact 2D projection geometry, 3D grid).
 
-    The grid is ``size`` x ``size`` pixels (default: the detector width) of
-    the detector pixel size, centred on the rotation axis.
+    The grid is ``size`` x ``size`` pixels of the detector pixel size, centred on
+    the rotation axis; by default as wide as the field of view
+    (:func:`~astra_inr.preprocess.geometry.field_of_view`: the detector's width, or
+    for a half-acquisition scan the whole field its turn sees).
     """
     n_rows, _, n_cols = sino.data.shape
-    n = int(size or n_cols)
+    n = int(size or field_of_view(sino.angles, n_cols, sino.center))
     px = sino.pixel_size or 1.0
     half = n * px / 2
     vg = astra.create_vol_geom(n, n, -half, half, -half, half)
     exact = parallel_geometry(sino.angles, n_cols, sino.pixel_size, sino.center)
-    centred_cols = sino.centered().shape[-1] if exact["type"] != "parallel" else n_cols
-    centred = parallel_geometry(sino.angles, centred_cols, sino.pixel_size)
     # Slices: one per kept detector row, as thick as a (binned) pixel, centred on z = 0.
     z_half = n_rows * px / 2
     grid = VolumeGrid((n_rows, n, n), (-half, -half, -z_half), (half, half, z_half),
                       stacked_2d=True)
-    return vg, exact, centred, grid
+    return vg, exact, grid
+
+
+def _fbp_input(sino: Sinograms) -> tuple[np.ndarray, dict, str]:
+    """Sinograms, a plain 'parallel' geometry for them (ASTRA's CPU FBP takes no other), and how.
+
+    The axis must sit at the detector's centre: an off-centre axis is shifted there
+    (the detector widened with its edge values); a half-acquisition scan's two half
+    is placed on a detector of the whole field and weighted instead
+    (:func:`~astra_inr.preprocess.geometry.weight_half_acquisition`), since widening its
+    short side with edge values would invent half the sample.
+    """
+    if is_half_acquisition(sino.angles, sino.n_cols, sino.center):
+        data = weight_half_acquisition(sino.data, sino.center)
+        how = "half acquisition: on a detector of the whole field, weighted (Wang 2002)"
+    elif abs(sino.center - (sino.n_cols - 1) / 2) > 1e-9:
+        data, how = sino.centered(), "shifted so the axis is centred"
+    else:
+        data, how = sino.data, "as measured"
+    return data, parallel_geometry(sino.angles, data.shape[-1], sino.pixel_size), how
 
 
 def _use_cuda(device: str) -> bool:
@@ -239,7 +263,7 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
     field : INRField or None
         The trained INR (for the model file), None for FBP/SIRT/CGLS.
     """
-    vg, exact, centred, grid = _geometries(sino, options.size)
+    vg, exact, grid = _geometries(sino, options.size)
     cuda = _use_cuda(options.device)
     its = options.n_iterations
     info: dict[str, Any] = {"algorithm": options.algorithm, "iterations": its,
@@ -251,8 +275,8 @@ def reconstruct_sinograms(sino: Sinograms, options: ReconOptions,
     start = time.perf_counter()
     field = None
     if options.algorithm == "FBP":
-        data = sino.centered() if exact["type"] != "parallel" else sino.data
-        volume = _astra_slices("FBP", np.ascontiguousarray(data, np.float32), vg, centred, 1,
+        data, fbp_geometry, info["sinogram"] = _fbp_input(sino)
+        volume = _astra_slices("FBP", np.ascontiguousarray(data, np.float32), vg, fbp_geometry, 1,
                                {"FilterType": options.fbp_filter}, cuda, progress)
         info["iterations"] = 1
         info["filter"] = options.fbp_filter

@@ -5,6 +5,11 @@ axis at the detector centre ``(cols - 1) / 2``.  Two ways to use an off-centre
 axis: :func:`center_sinogram` shifts (and pads) the sinogram so the axis lands
 on the centre; :func:`parallel_geometry` returns the exact ``'parallel_vec'``
 geometry for the data as they are (for SIRT/CGLS/FP/BP and the INR).
+
+A half-acquisition scan (360 degrees with the axis near one edge of the
+detector, :func:`is_half_acquisition`) sees a field of view almost twice the
+detector's width (:func:`field_of_view`); for FBP it is placed on a detector of
+that width and weighted so that each line counts once (:func:`weight_half_acquisition`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import astra
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["center_sinogram", "parallel_geometry", "bin_sinograms", "binned_center"]
+__all__ = ["center_sinogram", "parallel_geometry", "bin_sinograms", "binned_center",
+           "is_half_acquisition", "field_of_view", "weight_half_acquisition"]
 
 
 def _check_center(center: float, n_cols: int) -> float:
@@ -104,6 +110,98 @@ def parallel_geometry(angles: np.ndarray, n_cols: int, pixel_size: float | None 
     vectors = np.stack([sin, -cos, offset * spacing * cos, offset * spacing * sin,
                         spacing * cos, spacing * sin], axis=1)
     return astra.create_proj_geom("parallel_vec", n_cols, vectors)
+
+
+# ---------------------------------------------------------------------------
+# Half-acquisition (offset-axis 360-degree) scans
+# ---------------------------------------------------------------------------
+
+#: The axis of a half-acquisition scan lies within this fraction of the detector's width from
+#: one edge.  Such scans put it a few to a few tens of columns in, to nearly double the field of
+#: view; scans of the whole sample keep it near the middle, a few percent off at most.
+HALF_ACQUISITION_EDGE = 0.25
+
+
+def _full_turn(angles: np.ndarray) -> bool:
+    """Whether the angles go round the whole turn: no gap between neighbours (mod 360) of 90 degrees."""
+    wrapped = np.sort(np.mod(np.asarray(angles, dtype=np.float64).reshape(-1), 2 * np.pi))
+    if wrapped.size < 4:
+        return False
+    gaps = np.diff(np.concatenate([wrapped, wrapped[:1] + 2 * np.pi]))
+    return float(gaps.max()) < np.pi / 2
+
+
+def is_half_acquisition(angles: np.ndarray, n_cols: int, center: float) -> bool:
+    """Whether a scan is a half acquisition: a full turn, the axis near one detector edge.
+
+    A full turn: the angles, taken modulo 360 degrees, leave no gap of 90 degrees
+    (a 180-degree scan leaves one of almost 180).  Near the edge: fewer than
+    ``HALF_ACQUISITION_EDGE`` x ``n_cols`` columns on the axis's short side.  Each
+    ray through the sample is then measured once over the turn (twice only within
+    the columns the two sides share), and the sample may reach
+    ``max(center, n_cols - 1 - center)`` columns from the axis.
+    """
+    center = _check_center(center, n_cols)
+    short_side = min(center, n_cols - 1 - center)
+    return short_side < HALF_ACQUISITION_EDGE * n_cols and _full_turn(angles)
+
+
+def field_of_view(angles: np.ndarray, n_cols: int, center: float) -> int:
+    """Default width of the reconstruction grid, in detector pixels, centred on the axis.
+
+    The detector's width; for a half-acquisition scan (:func:`is_half_acquisition`)
+    the whole field the turn sees, ``2 R + 1`` with ``R`` the long side's columns
+    from the axis rounded up, so the sample is not cut off at the detector's width.
+    """
+    if not is_half_acquisition(angles, n_cols, center):
+        return int(n_cols)
+    return 2 * int(math.ceil(max(center, n_cols - 1 - center) - 1e-9)) + 1
+
+
+def weight_half_acquisition(sinograms: np.ndarray, center: float) -> np.ndarray:
+    """A half-acquisition scan on a detector of the whole field, weighted for FBP over the turn.
+
+    For parallel beams ``p(theta + 180, c + u) = p(theta, c - u)``: over a full turn
+    each line is measured at offset ``u`` from the axis and again at ``-u`` half a
+    turn later, both only where both lie on the detector (the columns the two sides
+    share).  Output column ``k`` is offset ``u = k - R`` (``2 R + 1 =``
+    :func:`field_of_view`, the axis on the centre column, as ASTRA's plain
+    ``'parallel'`` geometry and its CPU FBP assume) and holds ``2 w(u) p(c + u)``
+    (linear interpolation for a sub-pixel axis; 0 off the detector), with
+    ``w(u) + w(-u) = 1``: each measurement weighs in proportion to its distance from
+    its detector edge, so no seam remains where one side ends.  The factor 2 makes
+    each line count as twice measured, which FBP over 360 degrees averages (Wang
+    2002, offset-detector weighting).
+
+    Parameters
+    ----------
+    sinograms : numpy.ndarray
+        ``(..., angles, cols)`` line integrals over a full turn.
+    center : float
+        Rotation centre, detector columns (0-based).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., angles, 2 R + 1)`` float32.
+    """
+    data = np.asarray(sinograms, dtype=np.float32)
+    n_cols = data.shape[-1]
+    center = _check_center(center, n_cols)
+    radius = int(math.ceil(max(center, n_cols - 1 - center) - 1e-9))
+    u = np.arange(-radius, radius + 1, dtype=np.float64)
+
+    def depth(x: np.ndarray) -> np.ndarray:
+        """How far inside the detector a column position lies (0: outside)."""
+        return np.clip(np.minimum(x, n_cols - 1 - x) + 1.0, 0.0, None)
+
+    weight = (2 * depth(center + u) / (depth(center + u) + depth(center - u))).astype(np.float32)
+    x = np.clip(center + u, 0.0, n_cols - 1.0)
+    left = np.minimum(np.floor(x).astype(np.int64), max(n_cols - 2, 0))
+    right = np.minimum(left + 1, n_cols - 1)
+    frac = (x - left).astype(np.float32)
+    values = data[..., left] * (1 - frac) + data[..., right] * frac
+    return np.ascontiguousarray(weight * values, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
