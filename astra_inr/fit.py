@@ -181,7 +181,7 @@ def native_bf16() -> bool | None:
     project's CPU with its bf16 instructions hidden (default network, 128 x 128, 100
     angles, two threads): MatmulPrecision bf16 trained at 0.77 x float32's rate where
     oneDNN was limited to AVX-512 without BF16 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``), and
-    at 0.14 x where torch and MKL were limited to AVX2, against 1.9 x with them.
+    at 0.14 x where torch and MKL were limited to AVX2, against 2.0 x with them.
     """
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return None
