@@ -171,7 +171,9 @@ def _geometries(sino: Sinograms, size: int | None = None) -> tuple[dict, dict, V
     for a half-acquisition scan the whole field its turn sees).
     """
     n_rows, _, n_cols = sino.data.shape
-    n = int(size or field_of_view(sino.angles, n_cols, sino.center))
+    # Preprocessing fixed the field from all the scan's angles; a subset keeps that grid.
+    n = int(size or sino.report.get("field_of_view_columns")
+            or field_of_view(sino.angles, n_cols, sino.center))
     px = sino.pixel_size or 1.0
     half = n * px / 2
     vg = astra.create_vol_geom(n, n, -half, half, -half, half)
@@ -187,8 +189,8 @@ def _fbp_input(sino: Sinograms) -> tuple[np.ndarray, dict, str]:
     """Sinograms, a plain 'parallel' geometry for them (ASTRA's CPU FBP takes no other), and how.
 
     The axis must sit at the detector's centre: an off-centre axis is shifted there
-    (the detector widened with its edge values); a half-acquisition scan's two half
-    is placed on a detector of the whole field and weighted instead
+    (the detector widened with its edge values); a half-acquisition scan is placed on
+    a detector of the whole field and weighted instead
     (:func:`~astra_inr.preprocess.geometry.weight_half_acquisition`), since widening its
     short side with edge values would invent half the sample.
     """

@@ -72,6 +72,21 @@ def test_half_acquisition_scan_is_reconstructed_over_its_whole_field(tmp_path):
     assert scores["FBP"] > 22 and scores["SIRT"] > 26, scores
 
 
+def test_subsets_of_a_half_acquisition_keep_its_whole_field(tmp_path):
+    # 120 degrees of the turn is no half acquisition by itself; the grid stays the scan's, so
+    # the reference (all angles) and the held-out projections fit the methods' volumes.
+    path, _ = _half_acquisition_scan(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(path), "--out", str(out), "--angles", "0:360:180", "--values",
+                 "line_integrals", "--reference", "full", "--limited-angle", "120",
+                 "--algorithms", "FBP,SIRT", "--quiet"]) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    side = int(np.ceil(40 - result["case"]["preprocessing"]["rotation_center"]))
+    assert result["case"]["preprocessing"]["field_of_view_columns"] == 2 * side + 1
+    for name in ("SIRT", "reference"):
+        assert tifffile.imread(out / f"{name}.tif").shape[-2:] == (2 * side + 1, 2 * side + 1)
+
+
 def test_nxtomo_and_tiff_folder_reconstruct_like_the_dxchange_file(tmp_path, tooth):  # noqa: F811
     nx = tmp_path / "tooth.nxs"
     write_nxtomo(nx, tooth)                     # pixel size 6.5 um: that volume is in 1/mm

@@ -57,7 +57,7 @@ from .flatfield import (
     minus_log,
     normalise_by_columns,
 )
-from .geometry import _check_center, bin_sinograms, binned_center
+from .geometry import _check_center, bin_sinograms, binned_center, field_of_view, is_half_acquisition
 from .options import PreprocessOptions, Sinograms
 from .stripes import remove_stripes
 
@@ -243,6 +243,10 @@ def preprocess(scan: Scan, options: PreprocessOptions | None = None, progress: P
         "rotation_center_reference": CENTER_REFERENCES[method],
         "rotation_center_rows": per_row_report,
         "center": round(binned_center(center, k), 4),
+        # The reconstruction grid's default width (binned columns), fixed here from every
+        # angle kept, so that subsets of these angles are reconstructed on the same grid.
+        "half_acquisition": is_half_acquisition(angles, n_cols_out, binned_center(center, k)),
+        "field_of_view_columns": field_of_view(angles, n_cols_out, binned_center(center, k)),
         "pixel_size_mm": None if scan.pixel_size is None else scan.pixel_size * k,
         "options": options.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
     }
