@@ -298,6 +298,14 @@ def _discrepancy_step(factor: torch.Tensor, residual: torch.Tensor, target: floa
     return (factor * torch.exp(_TV_RATE * g)).clamp(1.0, max_factor)
 
 
+def _offset_callback(callback: ProgressCallback | None, done: int,
+                     planned: int) -> ProgressCallback | None:
+    """``callback`` for a part of a run that starts ``done`` steps in, of ``planned`` in all."""
+    if callback is None:
+        return None
+    return lambda p: callback(replace(p, iteration=done + p.iteration, iterations=planned))
+
+
 def _record_every(iterations: int) -> int:
     """Iterations between regularity records of a run of ``iterations``."""
     return max(_REGULARITY_MIN_STEP, -(-iterations // _REGULARITY_RECORDS))
@@ -1163,11 +1171,8 @@ class INRTrainer:
                 checkpoint({"trainer": self.state(), "iterations": iterations, "done": done,
                             "residuals": torch.cat(parts).cpu()})
             n = min(segment, iterations - done)
-            relay = None if callback is None else (
-                lambda p, d=done: callback(replace(p, iteration=d + p.iteration,
-                                                   iterations=iterations)))
             residuals = self._train(
-                n, relay, callback_every,
+                n, _offset_callback(callback, done, iterations), callback_every,
                 lr_at=lambda i, d=done: self.learning_rate_at(d + i, iterations),
                 average_from=(max(first_averaged - done, 0) if done + n > first_averaged
                               else None),
@@ -1339,11 +1344,6 @@ class INRTrainer:
         stopped = f"{max_rounds} blocks, the most allowed"
         interrupted = False
 
-        def relay(done: int, planned: int) -> ProgressCallback | None:
-            if callback is None:
-                return None
-            return lambda p: callback(replace(p, iteration=done + p.iteration, iterations=planned))
-
         reached = False if resume is None else resume["reached"]
         without_gain = 0 if resume is None else resume["without_gain"]
         for k in range(len(blocks), int(max_rounds)):
@@ -1352,7 +1352,8 @@ class INRTrainer:
                             "max_rounds": max_rounds, "start": start, "blocks": list(blocks),
                             "reached": reached, "without_gain": without_gain})
             # Each block averages its second half, kept if it turns out to be the last.
-            residuals = self._train(block, relay(k * block, (k + 1) * round_iterations),
+            residuals = self._train(block,
+                                    _offset_callback(callback, k * block, (k + 1) * round_iterations),
                                     callback_every, lr_at=lambda i: lr0, average_from=block // 2)
             if len(residuals) < block:
                 stopped, interrupted = "the callback stopped the run", True
@@ -1379,7 +1380,8 @@ class INRTrainer:
         n_decay = (round_iterations - block) * len(blocks)
         average = not interrupted and reached
         if not interrupted and n_decay > 0:
-            done = self._train(n_decay, relay(len(blocks) * block, len(blocks) * round_iterations),
+            done = self._train(n_decay, _offset_callback(callback, len(blocks) * block,
+                                                    len(blocks) * round_iterations),
                                callback_every,
                                lr_at=lambda i: lr0 * decay ** (i / max(n_decay - 1, 1)),
                                average_from=0 if average else None, average_restart=False)

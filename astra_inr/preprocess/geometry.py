@@ -164,14 +164,14 @@ def weight_half_acquisition(sinograms: np.ndarray, center: float) -> np.ndarray:
     For parallel beams ``p(theta + 180, c + u) = p(theta, c - u)``: over a full turn
     each line is measured at offset ``u`` from the axis and again at ``-u`` half a
     turn later, both only where both lie on the detector (the columns the two sides
-    share).  Output column ``k`` is offset ``u = k - R`` (``2 R + 1 =``
-    :func:`field_of_view`, the axis on the centre column, as ASTRA's plain
-    ``'parallel'`` geometry and its CPU FBP assume) and holds ``2 w(u) p(c + u)``
-    (linear interpolation for a sub-pixel axis; 0 off the detector), with
-    ``w(u) + w(-u) = 1``: each measurement weighs in proportion to its distance from
-    its detector edge, so no seam remains where one side ends.  The factor 2 makes
-    each line count as twice measured, which FBP over 360 degrees averages (Wang
-    2002, offset-detector weighting).
+    share).  The sinograms are first centred (:func:`center_sinogram`: the axis on
+    the middle column, as ASTRA's plain ``'parallel'`` geometry and its CPU FBP
+    assume, the detector widened to the whole field); then the column at offset
+    ``u`` is multiplied by ``2 w(u)``, 0 where ``c + u`` lies off the detector (the
+    widened side's edge values), with ``w(u) + w(-u) = 1``: each measurement weighs
+    in proportion to its distance from its detector edge, so no seam remains where
+    one side ends.  The factor 2 makes each line count as twice measured, which
+    FBP over 360 degrees averages (Wang 2002, offset-detector weighting).
 
     Parameters
     ----------
@@ -183,25 +183,19 @@ def weight_half_acquisition(sinograms: np.ndarray, center: float) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(..., angles, 2 R + 1)`` float32.
+        ``(..., angles, cols')`` float32, ``cols'`` as :func:`center_sinogram` gives.
     """
-    data = np.asarray(sinograms, dtype=np.float32)
-    n_cols = data.shape[-1]
-    center = _check_center(center, n_cols)
-    radius = int(math.ceil(max(center, n_cols - 1 - center) - 1e-9))
-    u = np.arange(-radius, radius + 1, dtype=np.float64)
+    n_cols = np.shape(sinograms)[-1]
+    centred = center_sinogram(sinograms, center)
+    width = centred.shape[-1]
+    u = np.arange(width) - (width - 1) / 2                 # each column's offset from the axis
 
     def depth(x: np.ndarray) -> np.ndarray:
         """How far inside the detector a column position lies (0: outside)."""
         return np.clip(np.minimum(x, n_cols - 1 - x) + 1.0, 0.0, None)
 
-    weight = (2 * depth(center + u) / (depth(center + u) + depth(center - u))).astype(np.float32)
-    x = np.clip(center + u, 0.0, n_cols - 1.0)
-    left = np.minimum(np.floor(x).astype(np.int64), max(n_cols - 2, 0))
-    right = np.minimum(left + 1, n_cols - 1)
-    frac = (x - left).astype(np.float32)
-    values = data[..., left] * (1 - frac) + data[..., right] * frac
-    return np.ascontiguousarray(weight * values, dtype=np.float32)
+    weight = 2 * depth(center + u) / (depth(center + u) + depth(center - u))
+    return np.ascontiguousarray(centred * weight.astype(np.float32), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
