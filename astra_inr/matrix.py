@@ -288,12 +288,16 @@ class MatrixOperator:
     def _apply(self, m: torch.Tensor, src: torch.Tensor, in_shape: tuple[int, ...],
                out_shape: tuple[int, ...], what: str, out: torch.Tensor | None) -> torch.Tensor:
         check_operand(src, in_shape, what)
-        x = src.detach().to(m.device)
-        if len(in_shape) == 2:
-            y = m @ x.reshape(-1)
-        else:
-            # One column per slice: (entries of a slice, slices).
-            y = (m @ x.reshape(in_shape[0], -1).T).T
+        x = src.detach().to(m.device, m.dtype)
+        # The projector stays in float32 inside a bf16 autocast region (MatmulPrecision bf16
+        # is for the network's products; autocast would also cast this one, which sparse
+        # kernels refuse on the CPU).
+        with torch.autocast(m.device.type, enabled=False):
+            if len(in_shape) == 2:
+                y = m @ x.reshape(-1)
+            else:
+                # One column per slice: (entries of a slice, slices).
+                y = (m @ x.reshape(in_shape[0], -1).T).T
         y = y.reshape(out_shape)
         if out is not None:
             out.copy_(y)

@@ -163,7 +163,10 @@ def test_auto_uses_a_matrix_only_on_a_gpu_and_below_its_size(monkeypatch):
     assert same is cone_like and "cuda3d" in why
 
 
-def test_trainer_steps_with_the_matrix_equal_those_with_astra_calls():
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
+def test_trainer_steps_with_the_matrix_equal_those_with_astra_calls(precision):
+    # bf16: the network's products autocast, the matrix's stay float32 (sparse kernels
+    # have no bf16 on the CPU).
     vg = astra.create_vol_geom(24, 24)
     pg = astra.create_proj_geom("parallel", 1.0, 36, np.linspace(0, np.pi, 12, endpoint=False))
     _, phantom = astra.data2d.shepp_logan(vg)
@@ -171,7 +174,8 @@ def test_trainer_steps_with_the_matrix_equal_those_with_astra_calls():
     with AstraOperator.create(vg, pg, "linear") as op:
         sino = op.forward(torch.from_numpy(phantom.astype(np.float32)))
         for mode in ("off", "on"):
-            trainer = INRTrainer(INRConfig(projector_matrix=mode, width=32, depth=2), op, sino,
+            trainer = INRTrainer(INRConfig(projector_matrix=mode, width=32, depth=2,
+                                           matmul_precision=precision), op, sino,
                                  volume_grid(vg))
             trainer.run(3)
             images[mode], reports[mode] = trainer.image(), trainer.report()
@@ -179,6 +183,7 @@ def test_trainer_steps_with_the_matrix_equal_those_with_astra_calls():
     # drift apart, as any two runs whose sums round differently do).
     assert _rel(images["on"], images["off"]) < 1e-4
     assert reports["on"]["step_operator"]["kind"] == "matrix"
+    assert reports["on"]["matmul_precision"] == precision
     assert reports["off"]["step_operator"] == {"kind": "astra",
                                                "matrix_not_used_because": "ProjectorMatrix is off"}
 
