@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import INRConfig
-from .fit import INRTrainer, resolve_device
+from .fit import INRTrainer, native_bf16, resolve_device
 from .geometry import VolumeGrid, volume_grid
 from .metrics import psnr
 from .model import INRNetwork
@@ -118,11 +118,15 @@ def _problem_2d(n: int, n_angles: int, device: torch.device) -> tuple[AstraOpera
 
 
 def matmul_floor(device: str = "cpu", n: int = 128, n_angles: int = 100,
-                 repeats: int = 5) -> dict[str, Any]:
-    """A full training iteration vs the network's matrix products alone (same run)."""
+                 repeats: int = 5, precision: str = "auto") -> dict[str, Any]:
+    """A full training iteration vs the network's matrix products alone (same run).
+
+    ``precision`` is the trainer's MatmulPrecision; the products alone run at the same.
+    """
     dev = torch.device(device)
     op, sino, vg = _problem_2d(n, n_angles, dev)
-    trainer = INRTrainer(INRConfig(device=dev.type), op, sino, volume_grid(vg))
+    trainer = INRTrainer(INRConfig(device=dev.type, matmul_precision=precision), op, sino,
+                         volume_grid(vg))
     iteration = _time(trainer._step, dev, repeats)
     net = INRNetwork(2, trainer.config.width, trainer.config.depth, 3.0).to(dev)
     net.activation = torch.nn.Identity()
@@ -130,7 +134,8 @@ def matmul_floor(device: str = "cpu", n: int = 128, n_angles: int = 100,
         floor = _time(_fwd_bwd(net, trainer.coords), dev, repeats)
     op.close()
     return {"row": "training iteration vs matrix products alone", "device": machine(dev),
-            "image": f"{n}x{n}", "angles": n_angles, "iteration_s": iteration,
+            "image": f"{n}x{n}", "angles": n_angles, "precision": trainer.matmul_precision,
+            "iteration_s": iteration,
             "matmul_fwd_bwd_s": floor, "ratio": iteration / floor, "target": "<= 1.5 (CPU)"}
 
 
@@ -285,6 +290,12 @@ def volume_3d(n: int = 256, n_angles: int = 256, seconds: float = 100.0, noise: 
             "target": "INR PSNR >= SIRT3D(100) within 120 s"}
 
 
+def _cpu_precisions() -> tuple[str, ...]:
+    """Precisions whose iteration-to-products ratio the CPU rows measure: float32, and
+    bf16 where the CPU multiplies it in hardware (emulated, its floor says nothing)."""
+    return ("float32", "bf16") if native_bf16() else ("float32",)
+
+
 def run_speed_benchmarks(args: Any = None) -> list[dict[str, Any]]:
     """The speed rows for this machine: CPU rows always, GPU rows when there is a GPU.
 
@@ -292,12 +303,12 @@ def run_speed_benchmarks(args: Any = None) -> list[dict[str, Any]]:
     """
     quick = bool(getattr(args, "quick", False))
     n, its = (96, 10) if quick else (128, 30)
-    rows = [activation_cost("cpu", points=16384 if quick else 65536),
-            matmul_floor("cpu", n=n),
-            training_speed_2d("cpu", n=n, iterations=its),
-            # bf16 products (MatmulPrecision bf16): a gain only on CPUs with AVX512-BF16 or
-            # AMX; elsewhere the row shows the emulation's cost (bf16_native False).
-            training_speed_2d("cpu", n=n, iterations=its, precision="bf16")]
+    # Both precisions, named: 'auto' is bf16 on a CPU with bf16 instructions and float32
+    # elsewhere.  Without them the bf16 row shows the emulation's cost (bf16_native False).
+    rows = [activation_cost("cpu", points=16384 if quick else 65536)]
+    rows += [matmul_floor("cpu", n=n, precision=p) for p in _cpu_precisions()]
+    rows += [training_speed_2d("cpu", n=n, iterations=its, precision=p)
+             for p in ("float32", "bf16")]
     if torch.cuda.is_available() and astra.use_cuda():
         rows += [activation_cost("cuda", points=65536),
                  activation_cost("cuda", points=65536, graphed=True), matmul_floor("cuda", n=256),
