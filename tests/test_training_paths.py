@@ -668,3 +668,23 @@ def test_averaged_weights_that_fit_worse_than_the_last_are_not_kept(monkeypatch)
     assert info["data_residuals"] == {"last": 0.1, "averaged": 0.6}
     # The run's residual comes from the last weights' projections, not from another pass.
     assert tr.data_residual == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_speed_rows_name_both_precisions(monkeypatch, native):
+    """The benchmark's CPU rows time float32 and bf16 by name (never 'auto', which differs
+    between CPUs), and the products-alone floor of bf16 only where it is not emulated."""
+    from astra_inr import speed
+    calls = []
+    monkeypatch.setattr(speed, "native_bf16", lambda: native)
+    monkeypatch.setattr(speed, "activation_cost", lambda *a, **k: {"row": "activation"})
+    monkeypatch.setattr(speed, "matmul_floor",
+                        lambda *a, **k: calls.append(("floor", k["precision"])) or {})
+    monkeypatch.setattr(speed, "training_speed_2d",
+                        lambda *a, **k: calls.append(("train", k["precision"])) or {})
+    monkeypatch.setattr(speed.torch.cuda, "is_available", lambda: False)
+    rows = speed.run_speed_benchmarks(None)
+    assert len(rows) == len(calls) + 1
+    floors = [p for kind, p in calls if kind == "floor"]
+    assert floors == (["float32", "bf16"] if native else ["float32"])
+    assert [p for kind, p in calls if kind == "train"] == ["float32", "bf16"]
