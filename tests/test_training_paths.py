@@ -152,6 +152,28 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns_and_is_reported(monkeypat
     assert plain.report()["bf16_native"] is None                     # not asked for bf16
 
 
+def test_bf16_steps_whose_learning_rate_decays_run_in_float32():
+    """MatmulPrecision bf16 trains at the constant rate in bf16 and settles in float32."""
+    prob = make_problem(n=16, n_angles=8)
+    tr = _trainer(prob, matmul_precision="bf16")
+    dtypes, steps = [], []
+    real_step = tr._step
+
+    def step():
+        dtypes.clear()
+        out = real_step()
+        steps.append(dtypes[0] if dtypes else None)    # the network's output dtype
+        return out
+    tr._step = step
+    tr.run(1)                                            # builds the network
+    tr.network.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    steps.clear()
+    tr.run(20)                           # constant rate for 16 steps and the 17th, then decay
+    assert steps == [torch.bfloat16] * 17 + [torch.float32] * 3
+    assert tr.report()["decay_precision"] == "float32"
+    assert _trainer(prob).report()["decay_precision"] == "float32"          # float32 throughout
+
+
 def test_native_bf16_reads_the_cpu_or_says_it_does_not_know(monkeypatch):
     from astra_inr import fit
     monkeypatch.setattr(fit.platform, "machine", lambda: "aarch64")
