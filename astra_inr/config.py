@@ -172,7 +172,7 @@ class INRConfig:
         "(tensor cores, 10-bit mantissa inputs) or 'bf16' (autocast while the learning rate "
         "is constant, float32 in its decay); 'auto' is tf32 on a GPU and float32 on the CPU.  "
         "On a CPU with bf16 instructions (AVX512-BF16, AMX) bf16 products ran 1.7 to 2.3 x "
-        "faster and scored within 0.6 dB of float32 at the length the data chose, the clean "
+        "faster and scored -0.6 to +0.6 dB from float32 at the length the data chose, the clean "
         "Shepp-Logan once its decay ran in float32 (docs/defaults.md); without them torch "
         "emulates it, 1.3 to 7 x slower than float32, and a warning says so.",
         "choice",
